@@ -1,0 +1,126 @@
+"""Command line: ``python -m playground {train,sample,evaluate,bench} ...`` (each has ``--help``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .core.settings import get_settings
+
+VAE_MODELS = ("ae", "vae2", "vae20", "bvae20", "convvae")
+ALL_TRAINABLE = ("classifier", *VAE_MODELS)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
+    names = ALL_TRAINABLE if args.model == "all" else (args.model,)
+    for name in names:
+        if name == "classifier":
+            from .eval.classifier import train_classifier
+            from .eval.report import evaluate_classifier_and_card
+
+            kw = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed}.items() if v is not None}
+            print(json.dumps(train_classifier(ckpt / "classifier", **kw)))
+            print(json.dumps(evaluate_classifier_and_card(ckpt)))
+            continue
+        from .vae.report import evaluate_and_card
+        from .vae.train import preset, train
+
+        overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "lr": args.lr,
+                                       "batch_size": args.batch_size}.items() if v is not None}
+        cfg = preset(name, **overrides)
+        record = train(name, cfg, out_dir=ckpt / name, resume=not args.no_resume)
+        print(json.dumps(record))
+        print(json.dumps(evaluate_and_card(name, ckpt), default=str))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .core.images import make_grid, pil_to_tensor, png_info, upscale, with_params
+    from .vae.service import VAEService
+
+    svc = VAEService()
+    images = svc.sample(args.n, args.seed, args.model)
+    import torch
+
+    grid = upscale(__import__("playground.core.images", fromlist=["to_pil"]).to_pil(
+        make_grid(torch.stack([pil_to_tensor(im) for im in images]))), args.scale)
+    grid = with_params(grid, {"model": args.model, "n": args.n, "seed": args.seed}, unique=False)
+    grid.save(args.out, pnginfo=png_info(grid))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
+    targets = {"all": ALL_TRAINABLE, "vae": VAE_MODELS}.get(args.what, (args.what,))
+    results = {}
+    for name in targets:
+        if not (ckpt / name / "model.safetensors").exists():
+            print(f"skipping {name}: no checkpoint (python -m playground train {name})", file=sys.stderr)
+            continue
+        if name == "classifier":
+            from .eval.report import evaluate_classifier_and_card
+
+            results[name] = evaluate_classifier_and_card(ckpt)
+        else:
+            from .vae.report import evaluate_and_card
+
+            results[name] = evaluate_and_card(name, ckpt)
+        print(f"{name}: " + json.dumps(results[name], default=str), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    out = run_bench(quick=args.quick, calls=args.calls)
+    print(json.dumps(out, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a built-in model into checkpoints/<name> (resumable)")
+    t.add_argument("model", choices=(*ALL_TRAINABLE, "all"), help="which model ('all' = every one, in order)")
+    t.add_argument("--epochs", type=int, help="override the preset's epoch budget")
+    t.add_argument("--seed", type=int, help="training seed (default 0; same seed -> same weights)")
+    t.add_argument("--lr", type=float, help="learning rate")
+    t.add_argument("--batch-size", type=int, help="batch size")
+    t.add_argument("--no-resume", action="store_true", help="start from scratch even if runs/<name>/last.pt exists")
+    t.add_argument("--checkpoints", help="output root (default: PLAYGROUND_CHECKPOINTS or ./checkpoints)")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="write a grid of prior samples to a PNG")
+    s.add_argument("model", choices=("ae", "vae2", "vae20", "bvae20"))
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling factor")
+    s.add_argument("--out", default="samples.png")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("evaluate", help="measure the figures in the model cards (and rewrite the cards)")
+    e.add_argument("what", nargs="?", default="all", choices=("all", "vae", *ALL_TRAINABLE))
+    e.add_argument("--checkpoints", help="checkpoint root")
+    e.add_argument("--json", help="also write the results to this file")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench", help="latency, cold start and memory figures")
+    b.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    b.add_argument("--calls", type=int, default=60, help="API calls per endpoint")
+    b.add_argument("--json", help="also write the results to this file")
+    b.set_defaults(func=cmd_bench)
+
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Model cards: the ``README.md`` beside every checkpoint, regenerated from the files next to it
+(``config.json``, ``training.json``, ``metrics.json``), so the card never disagrees with them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write_text, read_json
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    if isinstance(v, (list, dict)):
+        return "`" + json.dumps(v) + "`"
+    return str(v)
+
+
+def _table(d: dict[str, Any]) -> str:
+    rows = ["| figure | value |", "| --- | --- |"]
+    rows += [f"| {k} | {_fmt(v)} |" for k, v in d.items()]
+    return "\n".join(rows)
+
+
+def write_card(folder: Path, title: str, summary: str, command: str, data: str,
+               extra_sections: dict[str, str] | None = None) -> Path:
+    config = read_json(folder / "config.json", {})
+    training = read_json(folder / "training.json", {})
+    metrics = read_json(folder / "metrics.json", {})
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "README.md")
+    sizes = {p: (folder / p).stat().st_size for p in files}
+    parts = [
+        f"# {title}", "", summary, "",
+        "## Reproduce", "", "```bash", command, "```", "",
+        "Training is deterministic for a seed and resumes from `runs/<name>/last.pt` if interrupted.", "",
+        "## Data", "", data, "",
+        "## Training", "",
+        _table(training) if training else "(no training record)", "",
+        "## Measured figures", "",
+        "Measured by `python -m playground evaluate` on this machine (2-core CPU)." if metrics else "",
+        "",
+        _table({k: v for k, v in metrics.items() if not isinstance(v, dict)}) if metrics else "(not evaluated yet)",
+        "",
+    ]
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            parts += [f"### {key}", "", _table(value), ""]
+    for head, body in (extra_sections or {}).items():
+        parts += [f"## {head}", "", body, ""]
+    parts += ["## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", "",
+              "## Files", "", *[f"- `{p}` ({sizes[p] / 1024:.0f} KiB)" for p in files], ""]
+    path = folder / "README.md"
+    atomic_write_text(path, "\n".join(parts))
+    return path

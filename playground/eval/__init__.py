@@ -1,0 +1,1 @@
+"""Evaluation shared by every digit generator: a held-out classifier and sample-quality metrics."""

@@ -1,0 +1,76 @@
+"""Shared UI helpers: user errors -> ``gr.Error``, display scaling, theme and CSS."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ..core.errors import UserInputError
+from ..core.images import upscale, with_params
+
+log = logging.getLogger("playground")
+
+CSS = """
+.pixelated img, img.pixelated { image-rendering: pixelated; image-rendering: crisp-edges; }
+.equation { font-size: 0.95em; }
+.lesson-intro { max-width: 60em; }
+.figure-note { color: var(--body-text-color-subdued); font-size: 0.85em; }
+"""
+
+# System fonts only: no font is fetched from the network (the app must work offline).
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
+                       font=["ui-sans-serif", "system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+                       font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
+
+# $...$ inline and $$...$$ display maths in every lesson text
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+
+def md(text: str, **kwargs: Any) -> gr.Markdown:
+    """Lesson text with LaTeX."""
+    return gr.Markdown(text, latex_delimiters=LATEX, **kwargs)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show :class:`UserInputError` as a ``gr.Error`` toast; log anything else and show a short,
+    honest message (the server keeps serving everyone else either way). Works for generators."""
+
+    def convert(exc: Exception) -> gr.Error:
+        if isinstance(exc, UserInputError):
+            return gr.Error(str(exc))
+        log.exception("unexpected error in %s", fn.__name__)
+        return gr.Error(f"Something went wrong on our side ({type(exc).__name__}); please try again.")
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+                raise convert(exc) from exc
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise convert(exc) from exc
+    return wrapper
+
+
+def show(img: Image.Image, scale: int = 1, **params: Any) -> Image.Image:
+    """Prepare a result for display: crisp nearest-neighbour upscaling and a PNG text chunk with the
+    request's parameters and a request id (each delivered file unique; see design §6)."""
+    if scale > 1:
+        img = upscale(img, scale)
+    return with_params(img, params)

@@ -1,0 +1,1 @@
+"""The autoencoder / VAE family (seed sections 2-3)."""
