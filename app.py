@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import os
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+# Cold start: torch's import (shared libraries, ~2 s) partly overlaps gradio's when started first in a
+# thread; both are needed before the first request anyway (measured by `python -m playground bench`).
+_torch_import = threading.Thread(target=__import__, args=("torch",), daemon=True)
+_torch_import.start()
 
 import gradio as gr  # noqa: E402
 
@@ -20,6 +26,7 @@ on a CPU, and every control sits beside the equation it changes.
 
 def build_app(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or get_settings()
+    _torch_import.join()
     if settings.torch_threads:
         import torch
 

@@ -32,6 +32,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = preset(name, **overrides)
         record = train(name, cfg, out_dir=ckpt / name, resume=not args.no_resume)
         print(json.dumps(record))
+        if name != "convvae" and not (ckpt / "classifier" / "model.safetensors").exists():
+            print("no classifier yet: run `python -m playground train classifier`, then "
+                  f"`python -m playground evaluate {name}` for the model card's figures", file=sys.stderr)
+            continue
         print(json.dumps(evaluate_and_card(name, ckpt), default=str))
     return 0
 

@@ -109,3 +109,11 @@ def hstack(images: Sequence[Image.Image], pad: int = 2, bg: int | tuple[int, int
         out.paste(im, (x, pad))
         x += im.width + pad
     return out
+
+
+def for_display(img: Image.Image, scale: int = 1, **params: Any) -> Image.Image:
+    """Prepare a result for display: crisp nearest-neighbour upscaling and a PNG text chunk with the
+    request's parameters and a request id (each delivered file unique; see design §6)."""
+    if scale > 1:
+        img = upscale(img, scale)
+    return with_params(img, params)

@@ -103,14 +103,26 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0, 1)
 
 
+def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Shift each image by a whole number of pixels (zeros enter at the border): new positions with
+    no interpolation blur, so the pixel statistics stay exactly those of the data."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0, elastic: float = 0.0,
-            prob: float = 1.0) -> torch.Tensor:
-    """:func:`random_affine` scaled by ``strength``, applied to a random ``prob`` fraction of the batch."""
+            prob: float = 1.0, shift_rest: int = 0) -> torch.Tensor:
+    """:func:`random_affine` scaled by ``strength`` on a random ``prob`` fraction of the batch; the
+    rest are kept, or shifted by up to ``shift_rest`` whole pixels (:func:`random_shift`)."""
     warped = random_affine(x, generator, degrees=12.0 * strength, translate=2.5 * strength,
                            scale=(1 - 0.12 * strength, 1 + 0.1 * strength), shear=10.0 * strength,
                            elastic=elastic * strength)
     if prob >= 1.0:
         return warped
     keep = torch.rand(x.shape[0], generator=generator) >= prob
-    warped[keep] = x[keep]
+    rest = random_shift(x[keep], generator, shift_rest) if shift_rest > 0 and keep.any() else x[keep]
+    warped[keep] = rest
     return warped

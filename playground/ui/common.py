@@ -11,7 +11,7 @@ import gradio as gr
 from PIL import Image
 
 from ..core.errors import UserInputError
-from ..core.images import upscale, with_params
+from ..core.images import for_display
 
 log = logging.getLogger("playground")
 
@@ -68,9 +68,4 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def show(img: Image.Image, scale: int = 1, **params: Any) -> Image.Image:
-    """Prepare a result for display: crisp nearest-neighbour upscaling and a PNG text chunk with the
-    request's parameters and a request id (each delivered file unique; see design §6)."""
-    if scale > 1:
-        img = upscale(img, scale)
-    return with_params(img, params)
+show = for_display  # every tab displays results through the same helper

@@ -252,7 +252,13 @@ def build(service: VAEService) -> None:
                 steps = gr.Slider(2, service.limits.max_interp_steps, value=10, step=1, label="Steps")
                 method = gr.Radio(list(INTERPOLATIONS), value="linear", label="Interpolation")
                 interp_model = gr.Dropdown([(DIGIT_MODELS[m], m) for m in models], value=models[0], label="Model")
-                interp_btn = gr.Button("Interpolate", variant="primary")
+                interp_btn = gr.Button("Interpolate A → B", variant="primary")
+                with gr.Accordion("…or start from your own drawing", open=False):
+                    a_sketch = gr.Sketchpad(label="Draw A", type="pil", image_mode="RGBA", layers=False,
+                                            canvas_size=(200, 200), elem_id="vae-interp-sketch",
+                                            placeholder="Pick the brush, draw a digit",
+                                            brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"))
+                    interp_draw_btn = gr.Button("Interpolate my drawing → B")
             with gr.Column(scale=3):
                 strip = gr.Gallery(label="A → B", columns=12, height=200, format="png", elem_classes="pixelated",
                                    elem_id="vae-strip")
@@ -272,14 +278,23 @@ def build(service: VAEService) -> None:
 
         a_idx.change(preview, a_idx, a_img, api_visibility="private", show_progress="hidden")
         b_idx.change(preview, b_idx, b_img, api_visibility="private", show_progress="hidden")
+        @user_errors
+        def interpolate_drawing(drawing: Any, digit_b: float, steps: float, method: str, model: str):
+            frames = service.interpolate(drawing, digit_b, steps, method, model)
+            return [show(f, 4, model=model, a="drawing", b=digit_b, method=method, index=i)
+                    for i, f in enumerate(frames)]
+
         interp_btn.click(interpolate_api, [a_idx, b_idx, steps, method, interp_model], strip,
                          api_name="vae_interpolate")
+        interp_draw_btn.click(interpolate_drawing, [a_sketch, b_idx, steps, method, interp_model], strip,
+                              api_visibility="private")
 
     # ---- 5. draw a digit ----------------------------------------------------------------------
     with gr.Tab("Draw a digit", id="vae-draw"):
         with gr.Row():
             with gr.Column(scale=2):
-                sketch = gr.Sketchpad(label="Draw a digit (white or black ink)", type="pil", image_mode="RGBA",
+                sketch = gr.Sketchpad(label="Draw", type="pil", image_mode="RGBA", layers=False,
+                                      placeholder="Pick the brush (left), then draw a digit",
                                       canvas_size=(280, 280), elem_id="vae-sketch",
                                       brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"))
                 upload = gr.Image(label="…or upload a digit image", type="pil", height=160, elem_id="vae-upload",
@@ -332,10 +347,11 @@ def build(service: VAEService) -> None:
                     md(EQ_CONV, elem_classes="equation")
 
             @user_errors
-            def scenes_fn(s: float):
-                a, b = service.scene_reconstructions(8, s)
-                c = service.scene_samples(8, s)
-                return (show(a, SCENE_SCALE, seed=s), show(b, SCENE_SCALE, seed=s), show(c, SCENE_SCALE, seed=s))
+            def scenes_fn(seed: float):
+                a, b = service.scene_reconstructions(8, seed)
+                c = service.scene_samples(8, seed)
+                return (show(a, SCENE_SCALE, seed=seed), show(b, SCENE_SCALE, seed=seed),
+                        show(c, SCENE_SCALE, seed=seed))
 
             scene_btn.click(scenes_fn, scene_seed, [orig, rec, smp], api_name="vae_scenes")
 

@@ -36,7 +36,8 @@ class TrainConfig:
     augment: bool = True
     elastic: float = 1.5
     aug_strength: float = 1.0       # scales rotation/shear/shift/zoom of the augmentation
-    aug_prob: float = 1.0           # fraction of each batch that is augmented
+    aug_prob: float = 1.0           # fraction of each batch that is warped
+    shift_rest: int = 0             # the rest is shifted by up to this many whole pixels (0 = kept)
     patience: int = 60              # early stopping on the validation loss
     ema: float = 0.999              # the shipped weights are an exponential moving average (0 = off)
     seed: int = 0
@@ -45,14 +46,19 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+_DIGIT_AUG = dict(aug_strength=1.0, aug_prob=0.5, elastic=1.5)
+
 PRESETS: dict[str, TrainConfig] = {
     "ae": TrainConfig(VAEConfig(kind="ae", latent_dim=20, hidden=[256, 128]), epochs=200, warmup_epochs=0,
-                      notes="seed §2.1 autoencoder (latent 20 to sit beside the 20-d VAE)"),
-    "vae2": TrainConfig(VAEConfig(kind="vae", latent_dim=2, hidden=[512, 256])),
-    "vae20": TrainConfig(VAEConfig(kind="vae", latent_dim=20, hidden=[512, 256])),
-    "bvae20": TrainConfig(VAEConfig(kind="vae", latent_dim=20, hidden=[512, 256], beta=4.0)),
+                      notes="seed §2.1 autoencoder (latent 20 to sit beside the 20-d VAE)", **_DIGIT_AUG),
+    "vae2": TrainConfig(VAEConfig(kind="vae", latent_dim=2, hidden=[512, 256]), epochs=600, patience=100,
+                        **_DIGIT_AUG),
+    "vae20": TrainConfig(VAEConfig(kind="vae", latent_dim=20, hidden=[960, 480]), epochs=800, patience=100,
+                         **_DIGIT_AUG),
+    "bvae20": TrainConfig(VAEConfig(kind="vae", latent_dim=20, hidden=[960, 480], beta=4.0), epochs=400,
+                          patience=60, **_DIGIT_AUG),
     "convvae": TrainConfig(VAEConfig(kind="convvae", latent_dim=128, image_channels=3, image_size=32),
-                           data="scenes", epochs=60, augment=False, patience=15, warmup_epochs=3,
+                           data="scenes", epochs=40, augment=False, patience=10, warmup_epochs=3,
                            batch_size=128, train_items=20000),
 }
 
@@ -69,8 +75,12 @@ def _load_data(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(name: str, cfg: TrainConfig, out_dir: Path | None = None, runs_dir: Path | None = None,
-          resume: bool = True, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``out_dir`` (default ``checkpoints/<name>``); returns the training record."""
+          resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train ``cfg`` into ``out_dir`` (default ``checkpoints/<name>``); returns the training record.
+
+    ``stop_after`` ends this invocation after that many epochs (as an interruption would); calling
+    again with ``resume`` continues exactly where it stopped.
+    """
     out_dir = out_dir or get_settings().checkpoints_dir / name
     runs_dir = runs_dir or out_dir.parent.parent / "runs" / name  # beside the checkpoints root
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +119,8 @@ def train(name: str, cfg: TrainConfig, out_dir: Path | None = None, runs_dir: Pa
         for i in range(0, len(perm), cfg.batch_size):
             xb = x_train[perm[i:i + cfg.batch_size]]
             if cfg.augment:
-                xb = mnist.augment(xb, gen, strength=cfg.aug_strength, elastic=cfg.elastic, prob=cfg.aug_prob)
+                xb = mnist.augment(xb, gen, strength=cfg.aug_strength, elastic=cfg.elastic,
+                                    prob=cfg.aug_prob, shift_rest=cfg.shift_rest)
             terms = model.terms(xb)
             loss = terms.loss(beta)
             opt.zero_grad(set_to_none=True)
@@ -137,6 +148,9 @@ def train(name: str, cfg: TrainConfig, out_dir: Path | None = None, runs_dir: Pa
                     "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
                     "epoch": epoch + 1, "elapsed": elapsed, "best_val": best["val"],
                     "best_epoch": best["epoch"], "best_state": best["state"]}, resume_path)
+        if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
+            bar.close()
+            return {"name": name, "interrupted_at_epoch": epoch + 1}
         if epoch + 1 - best["epoch"] >= cfg.patience:
             bar.write(f"{name}: early stop at epoch {epoch + 1}; best validation at epoch {best['epoch']}")
             break
