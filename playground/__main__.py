@@ -9,34 +9,57 @@ from pathlib import Path
 from .core.settings import get_settings
 
 VAE_MODELS = ("ae", "vae2", "vae20", "bvae20", "convvae")
-ALL_TRAINABLE = ("classifier", *VAE_MODELS)
+GAN_MODELS = ("gan_mlp", "gan_dcgan", "gan_wgan", "gan_wgangp", "gan_cgan")
+ALL_TRAINABLE = ("classifier", *VAE_MODELS, *GAN_MODELS)
+
+
+def _evaluate(name: str, ckpt: Path) -> dict:
+    """Measure one checkpoint's figures and rewrite its model card."""
+    if name == "classifier":
+        from .eval.report import evaluate_classifier_and_card
+
+        return evaluate_classifier_and_card(ckpt)
+    if name in GAN_MODELS:
+        from .gan.report import evaluate_and_card as gan_card
+
+        return gan_card(name, ckpt)
+    from .vae.report import evaluate_and_card
+
+    return evaluate_and_card(name, ckpt)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
     names = ALL_TRAINABLE if args.model == "all" else (args.model,)
     for name in names:
+        overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed,
+                                       "batch_size": args.batch_size}.items() if v is not None}
         if name == "classifier":
             from .eval.classifier import train_classifier
-            from .eval.report import evaluate_classifier_and_card
 
-            kw = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed}.items() if v is not None}
-            print(json.dumps(train_classifier(ckpt / "classifier", **kw)))
-            print(json.dumps(evaluate_classifier_and_card(ckpt)))
-            continue
-        from .vae.report import evaluate_and_card
-        from .vae.train import preset, train
+            kw = {k: v for k, v in overrides.items() if k in ("epochs", "seed", "batch_size")}
+            record = train_classifier(ckpt / "classifier", resume=not args.no_resume, **kw)
+        elif name in GAN_MODELS:
+            from .gan.train import preset as gan_preset
+            from .gan.train import train as gan_train
 
-        overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "lr": args.lr,
-                                       "batch_size": args.batch_size}.items() if v is not None}
-        cfg = preset(name, **overrides)
-        record = train(name, cfg, out_dir=ckpt / name, resume=not args.no_resume)
+            if args.lr is not None:
+                overrides.update(lr_g=args.lr, lr_d=args.lr)
+            record = gan_train(name, gan_preset(name, **overrides), out_dir=ckpt / name, resume=not args.no_resume)
+        else:
+            from .vae.train import preset, train
+
+            if args.lr is not None:
+                overrides["lr"] = args.lr
+            record = train(name, preset(name, **overrides), out_dir=ckpt / name, resume=not args.no_resume)
         print(json.dumps(record))
+        if "interrupted_at_epoch" in record:
+            continue
         if name != "convvae" and not (ckpt / "classifier" / "model.safetensors").exists():
             print("no classifier yet: run `python -m playground train classifier`, then "
                   f"`python -m playground evaluate {name}` for the model card's figures", file=sys.stderr)
             continue
-        print(json.dumps(evaluate_and_card(name, ckpt), default=str))
+        print(json.dumps(_evaluate(name, ckpt), default=str))
     return 0
 
 
@@ -58,20 +81,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
-    targets = {"all": ALL_TRAINABLE, "vae": VAE_MODELS}.get(args.what, (args.what,))
+    targets = {"all": ALL_TRAINABLE, "vae": VAE_MODELS, "gan": GAN_MODELS}.get(args.what, (args.what,))
     results = {}
     for name in targets:
-        if not (ckpt / name / "model.safetensors").exists():
+        if not (ckpt / name / "config.json").exists():
             print(f"skipping {name}: no checkpoint (python -m playground train {name})", file=sys.stderr)
             continue
-        if name == "classifier":
-            from .eval.report import evaluate_classifier_and_card
-
-            results[name] = evaluate_classifier_and_card(ckpt)
-        else:
-            from .vae.report import evaluate_and_card
-
-            results[name] = evaluate_and_card(name, ckpt)
+        results[name] = _evaluate(name, ckpt)
         print(f"{name}: " + json.dumps(results[name], default=str), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
@@ -111,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="measure the figures in the model cards (and rewrite the cards)")
-    e.add_argument("what", nargs="?", default="all", choices=("all", "vae", *ALL_TRAINABLE))
+    e.add_argument("what", nargs="?", default="all", choices=("all", "vae", "gan", *ALL_TRAINABLE))
     e.add_argument("--checkpoints", help="checkpoint root")
     e.add_argument("--json", help="also write the results to this file")
     e.set_defaults(func=cmd_evaluate)
@@ -123,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(func=cmd_bench)
 
     args = p.parse_args(argv)
+    threads = get_settings().torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     return args.func(args)
 
 

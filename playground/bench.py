@@ -27,13 +27,19 @@ BARE_APP = textwrap.dedent('''
     import gradio as gr
     from PIL import Image
     IMG = Image.new("L", (224, 224), 0)
+    TILE = Image.new("L", (112, 112), 0)
     def noop(z: str):
         return IMG
+    def noop16(z: str):
+        return [TILE] * 16
     with gr.Blocks() as demo:
         box = gr.Textbox()
         btn = gr.Button("Go")
         out = gr.Image(format="png", type="pil")
         btn.click(noop, box, out, api_name="noop", concurrency_limit=None)
+        btn2 = gr.Button("Sixteen")
+        gal = gr.Gallery(format="png")
+        btn2.click(noop16, box, gal, api_name="noop16")
     demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]))
 ''')
 
@@ -74,6 +80,16 @@ def in_process(repeats: int = 300) -> dict[str, Any]:
             for_display(svc.decode(z, model), 8, model=model, z=z)
             times.append(time.perf_counter() - t)
         out[f"slider_to_image_{model}"] = _summary(times[10:])
+    from .gan.service import GANService
+
+    gan = GANService(registry=ModelRegistry())
+    for model in gan.available():
+        times = []
+        for i in range(max(repeats // 5, 20)):
+            t = time.perf_counter()
+            gan.sample_tensor(model, 64, i)
+            times.append(time.perf_counter() - t)
+        out[f"gan_sample64_{model}"] = _summary(times[3:])
     return out
 
 
@@ -114,7 +130,7 @@ def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
         bare.write_text(BARE_APP)
         z = [0.3] * 20
         cold: dict[str, list[float]] = {"app": [], "bare": []}
-        lat: dict[str, list[float]] = {"vae_decode": [], "noop": []}
+        lat: dict[str, list[float]] = {"vae_decode": [], "noop": [], "gan_sample16": [], "noop16": []}
         rss = []
         for run in range(cold_runs):
             procs = []
@@ -133,11 +149,16 @@ def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
                     procs.append((which, proc, client))
                 if run == cold_runs - 1:  # latency on the last pair, interleaved call by call
                     clients = {w: c for w, _, c in procs}
+                    gan = "gan" in str(clients["app"].view_api(return_format="dict", print_info=False))
+                    pairs = [("noop", lambda: clients["bare"].predict("x", api_name="/noop")),
+                             ("vae_decode", lambda: clients["app"].predict(
+                                 z=[((i + k) % 9 - 4) / 2 for k in range(20)], model="vae20", api_name="/vae_decode"))]
+                    if gan:
+                        pairs += [("noop16", lambda: clients["bare"].predict("x", api_name="/noop16")),
+                                  ("gan_sample16", lambda: clients["app"].predict(
+                                      model="wgan-gp", n=16, seed=i, label=-1, truncation=1.0, api_name="/gan_sample"))]
                     for i in range(calls + 5):
-                        for name, fn in (("noop", lambda: clients["bare"].predict("x", api_name="/noop")),
-                                         ("vae_decode", lambda: clients["app"].predict(
-                                             z=[((i + k) % 9 - 4) / 2 for k in range(20)], model="vae20",
-                                             api_name="/vae_decode"))):
+                        for name, fn in pairs:
                             t = time.perf_counter()
                             fn()
                             if i >= 5:
@@ -151,9 +172,14 @@ def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
                     except subprocess.TimeoutExpired:
                         proc.kill()
     dec, noop = _summary(lat["vae_decode"]), _summary(lat["noop"])
+    extra: dict[str, Any] = {}
+    if lat["gan_sample16"]:
+        g16, n16 = _summary(lat["gan_sample16"]), _summary(lat["noop16"])
+        extra = {"api_gan_sample16": g16, "api_noop_gallery16": n16,
+                 "api_gan_ratio_p50": round(g16["p50_ms"] / n16["p50_ms"], 3)}
     return {
         "api_vae_decode": dec, "api_noop_image": noop,
-        "api_ratio_p50": round(dec["p50_ms"] / noop["p50_ms"], 3),
+        "api_ratio_p50": round(dec["p50_ms"] / noop["p50_ms"], 3), **extra,
         "cold_start_app_s": [round(x, 2) for x in cold["app"]],
         "cold_start_bare_s": [round(x, 2) for x in cold["bare"]],
         "cold_start_ratio_median": round(statistics.median(cold["app"]) / statistics.median(cold["bare"]), 3),

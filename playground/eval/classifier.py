@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.checkpoint import load_weights, save_weights, write_history, write_json
+from ..core.training import load_resume, save_resume
 from ..data import mnist
 
 FEATURE_DIM = 128
@@ -51,8 +52,9 @@ def accuracy(model: DigitClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_classifier(out_dir: Path, epochs: int = 40, seed: int = 0, lr: float = 2e-3,
-                     batch_size: int = 128, progress: bool = True) -> dict:
-    """Train on the 3,600 training digits with augmentation; keep the best validation accuracy."""
+                     batch_size: int = 128, progress: bool = True, resume: bool = True) -> dict:
+    """Train on the 3,600 training digits with augmentation; keep the best validation accuracy.
+    Resumable from ``runs/classifier/last.pt`` beside the checkpoints root."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     tr, va = mnist.digits("train"), mnist.digits("val")
@@ -60,9 +62,20 @@ def train_classifier(out_dir: Path, epochs: int = 40, seed: int = 0, lr: float =
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(tr) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    best, best_state, history, t_start = -1.0, None, [], time.perf_counter()
-    bar = tqdm(range(epochs), desc="classifier", disable=not progress, dynamic_ncols=True)
+    best, best_state, history, elapsed, start = -1.0, None, [], 0.0, 0
+    resume_path = out_dir.parent.parent / "runs" / "classifier" / "last.pt"
+    st = load_resume(resume_path) if resume else None
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        best, best_state, history, elapsed, start = st["best"], st["best_state"], st["history"], st["elapsed"], st["epoch"]
+    bar = tqdm(range(start, epochs), initial=start, total=epochs, desc="classifier", disable=not progress,
+               dynamic_ncols=True)
     for epoch in bar:
+        t_start = time.perf_counter() - elapsed
         model.train()
         perm = torch.randperm(len(tr), generator=gen)
         total = 0.0
@@ -80,12 +93,16 @@ def train_classifier(out_dir: Path, epochs: int = 40, seed: int = 0, lr: float =
                         "seconds": time.perf_counter() - t_start})
         if acc >= best:
             best, best_state = acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elapsed = time.perf_counter() - t_start
         bar.set_postfix(loss=f"{total / len(tr):.3f}", val_acc=f"{acc:.4f}")
+        save_resume(resume_path, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                    gen=gen.get_state(), torch_rng=torch.get_rng_state(), best=best, best_state=best_state,
+                    history=history, elapsed=elapsed, epoch=epoch + 1)
     assert best_state is not None
     save_weights(out_dir, best_state)
     write_history(out_dir / "history.csv", history)
     record = {"name": "classifier", "epochs": epochs, "best_val_accuracy": best, "seed": seed,
-              "wall_seconds": round(time.perf_counter() - t_start, 1), "torch_threads": torch.get_num_threads()}
+              "wall_seconds": round(elapsed, 1), "torch_threads": torch.get_num_threads()}
     write_json(out_dir / "training.json", record)
     write_json(out_dir / "config.json", {"kind": "digit_classifier", "feature_dim": FEATURE_DIM,
                                          "train": {"epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}})

@@ -117,12 +117,7 @@ def build(service: VAEService) -> None:
 
         @user_errors
         def on_slide(name: str, z_txt: str, dims: list[int], *values: float):
-            net_dim = service.model(name).latent_dim
-            from ..core.validation import check_vector
-            z = check_vector(z_txt, "z", net_dim, 1e9) if z_txt else [0.0] * net_dim
-            z = [float(v) for v in z]
-            for d, v in zip(dims, values):
-                z[d] = float(v)
+            z = service.with_dims(z_txt, dims, values, name)
             img = service.decode(z, name)
             return show(img, DIGIT_SCALE, model=name, z=z), _z_text(z)
 
@@ -177,7 +172,7 @@ def build(service: VAEService) -> None:
                 with gr.Column(scale=2):
                     z1 = gr.Slider(-3, 3, value=0.0, step=0.01, label="z₁", elem_id="vae-map-z1")
                     z2 = gr.Slider(-3, 3, value=0.0, step=0.01, label="z₂", elem_id="vae-map-z2")
-                    map_decoded = gr.Image(service.decode([0.0, 0.0], "vae2"), label="Decoded", type="pil",
+                    map_decoded = gr.Image(show(service.decode([0.0, 0.0], "vae2"), DIGIT_SCALE), label="Decoded", type="pil",
                                            format="png", interactive=False, height=240, elem_classes="pixelated",
                                            elem_id="vae-map-decoded")
 
@@ -207,16 +202,18 @@ def build(service: VAEService) -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 n = gr.Slider(1, service.limits.max_samples, value=16, step=1, label="Number of samples")
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="vae-prior-seed")
                 cmp_btn = gr.Button("Sample both with the same z", variant="primary")
                 sample_model = gr.Dropdown([(DIGIT_MODELS[m], m) for m in models], value=models[0],
                                            label="…or one model, as a gallery")
                 sample_btn = gr.Button("Sample gallery")
             with gr.Column(scale=3):
+                ae0, vae0 = service.prior_comparison(16, 0)
                 with gr.Row():
-                    ae_grid = gr.Image(label="Autoencoder: decoder(z), z ~ N(0, I)", type="pil", format="png",
+                    ae_grid = gr.Image(show(ae0, 4), label="Autoencoder: decoder(z), z ~ N(0, I)", type="pil",
+                                       format="png",
                                        interactive=False, elem_classes="pixelated", elem_id="vae-ae-grid")
-                    vae_grid = gr.Image(label="VAE: decoder(z), same z", type="pil", format="png",
+                    vae_grid = gr.Image(show(vae0, 4), label="VAE: decoder(z), same z", type="pil", format="png",
                                         interactive=False, elem_classes="pixelated", elem_id="vae-vae-grid")
                 gallery = gr.Gallery(label="Samples", columns=8, height=300, format="png",
                                      elem_classes="pixelated", elem_id="vae-gallery")

@@ -117,6 +117,16 @@ class VAEService:
         vec = V.check_vector(z, "z", net.latent_dim, self.limits.max_abs_latent)
         return to_pil(self._decode(model, torch.from_numpy(vec)[None])[0])
 
+    def with_dims(self, z: Any, dims: list[int], values: Any, model: str = "vae20") -> list[float]:
+        """The code ``z`` (empty = zeros) with coordinates ``dims`` set to ``values`` (the sliders)."""
+        d = self.model(model).latent_dim
+        base = V.check_vector(z, "z", d, self.limits.max_abs_latent) if z not in (None, "", []) else np.zeros(d)
+        out = [float(v) for v in base]
+        for i, v in zip(dims, values):
+            out[V.check_int(i, "dimension", 0, d - 1)] = V.check_float(v, f"z[{i}]", -self.limits.max_abs_latent,
+                                                                       self.limits.max_abs_latent)
+        return out
+
     def check_n(self, n: Any) -> int:
         return V.check_int(n, "number of samples", 1, self.limits.max_samples)
 

@@ -39,9 +39,14 @@ def test_drag_a_latent_slider_changes_the_digit(page: Page, app_url: str):
 def test_sample_ae_vs_vae_and_draw(page: Page, app_url: str):
     page.goto(app_url)
     page.get_by_role("tab", name="Sample: AE vs VAE").click()
-    page.get_by_role("button", name="Sample both with the same z").click()
-    expect(page.locator("#vae-ae-grid img").first).to_be_visible(timeout=20_000)
     expect(page.locator("#vae-vae-grid img").first).to_be_visible(timeout=20_000)
+    before = _src(page, "vae-vae-grid")
+    page.locator("#vae-prior-seed input").fill("5")
+    page.get_by_role("button", name="Sample both with the same z").click()
+    page.wait_for_function(
+        "(old) => { const i = document.querySelector('#vae-vae-grid img'); return i && i.src !== old; }",
+        arg=before, timeout=20_000)
+    expect(page.locator("#vae-ae-grid img").first).to_be_visible()
 
     page.get_by_role("tab", name="Draw a digit").click()
     page.locator("#vae-sketch").get_by_role("button", name="Brush").click()

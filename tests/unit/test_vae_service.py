@@ -132,3 +132,13 @@ def test_latent_map_click_round_trip(svc):
 def test_prior_comparison_same_codes(svc):
     ae, vae = svc.prior_comparison(9, 3)
     assert ae.size == vae.size
+
+
+def test_slider_values_replace_their_dimensions(svc):
+    z = svc.with_dims("[" + ", ".join(["0.5"] * 20) + "]", [3, 7], [1.25, -2.0], "vae20")
+    assert z[3] == 1.25 and z[7] == -2.0 and z[0] == 0.5
+    assert svc.with_dims("", [0], [1.0], "vae2") == [1.0, 0.0]
+    with pytest.raises(UserInputError, match="finite"):
+        svc.with_dims("", [0], [float("nan")], "vae20")
+    with pytest.raises(UserInputError, match="between"):
+        svc.with_dims("", [0], [40.0], "vae20")

@@ -1,0 +1,144 @@
+"""The seed's GANs for 28x28 digits (sections 4.3, 5.1-5.4). Images live in [-1, 1] (Tanh).
+
+Discriminators return raw scores (logits, or critic values for the WGANs): the sigmoid of the
+seed's BCE discriminators is folded into the loss (``losses.bce_losses``) for numerical stability.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+KINDS = ("mlp", "dcgan", "wgan", "wgangp", "cgan")
+
+
+@dataclass
+class GANConfig:
+    kind: str = "mlp"
+    noise_dim: int = 100
+    num_classes: int = 10
+    embed_dim: int = 50
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind}"
+
+    @property
+    def conditional(self) -> bool:
+        return self.kind == "cgan"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MLPGenerator(nn.Module):
+    """Seed §4.3: z (100) -> 256 -> 512 -> 1024 -> 784, LeakyReLU + BatchNorm, Tanh."""
+
+    def __init__(self, noise_dim: int = 100) -> None:
+        super().__init__()
+        dims = [noise_dim, 256, 512, 1024]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2), nn.BatchNorm1d(b)]
+        self.model = nn.Sequential(*layers, nn.Linear(1024, 784), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z).view(-1, 1, 28, 28)                            # (B, 1, 28, 28)
+
+
+class MLPDiscriminator(nn.Module):
+    """Seed §4.3: 784 -> 1024 -> 512 -> 256 -> 1 with LeakyReLU and dropout 0.3 (a logit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        dims = [784, 1024, 512, 256]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2), nn.Dropout(0.3)]
+        self.model = nn.Sequential(*layers, nn.Linear(256, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.flatten(1))                                     # (B, 1)
+
+
+class DCGANGenerator(nn.Module):
+    """Seed §5.1 adapted to 28x28x1: project z to 7x7x128, two stride-2 transposed convolutions."""
+
+    def __init__(self, noise_dim: int = 100, ngf: int = 64) -> None:
+        super().__init__()
+        self.ngf = ngf
+        self.project = nn.Sequential(nn.Linear(noise_dim, ngf * 2 * 7 * 7, bias=False),
+                                     nn.BatchNorm1d(ngf * 2 * 7 * 7), nn.ReLU(True))
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),  # 14x14
+            nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False), nn.Tanh(),                                  # 28x28
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(self.project(z).view(-1, self.ngf * 2, 7, 7))
+
+
+class DCGANDiscriminator(nn.Module):
+    """Seed §5.1 adapted: strided convolutions 28 -> 14 -> 7, LeakyReLU, BatchNorm, a logit."""
+
+    def __init__(self, ndf: int = 64) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(1, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),                            # 14x14
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),  # 7x7
+            nn.Flatten(), nn.Linear(ndf * 2 * 7 * 7, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class WGANCritic(nn.Module):
+    """Seed §5.2: 784 -> 512 -> 256 -> 1, LeakyReLU, **no sigmoid** (a critic, not a classifier)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256), nn.LeakyReLU(0.2),
+                                   nn.Linear(256, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.flatten(1))
+
+
+class ConditionalGenerator(nn.Module):
+    """Seed §5.4: [z, embed(label)] (100 + 50) -> 256 -> 512 -> 784, LeakyReLU, Tanh."""
+
+    def __init__(self, noise_dim: int = 100, num_classes: int = 10, embed_dim: int = 50) -> None:
+        super().__init__()
+        self.label_embedding = nn.Embedding(num_classes, embed_dim)
+        self.model = nn.Sequential(nn.Linear(noise_dim + embed_dim, 256), nn.LeakyReLU(0.2),
+                                   nn.Linear(256, 512), nn.LeakyReLU(0.2), nn.Linear(512, 784), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([z, self.label_embedding(labels)], dim=1)              # (B, 150)
+        return self.model(x).view(-1, 1, 28, 28)
+
+
+class ConditionalDiscriminator(nn.Module):
+    """The matching discriminator: [x (784), embed(label) (50)] -> 512 -> 256 -> 1 (a logit)."""
+
+    def __init__(self, num_classes: int = 10, embed_dim: int = 50) -> None:
+        super().__init__()
+        self.label_embedding = nn.Embedding(num_classes, embed_dim)
+        self.model = nn.Sequential(nn.Linear(784 + embed_dim, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+                                   nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 1))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.cat([x.flatten(1), self.label_embedding(labels)], dim=1))
+
+
+def build(cfg: GANConfig) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator/critic) for ``cfg.kind``."""
+    if cfg.kind == "mlp":
+        return MLPGenerator(cfg.noise_dim), MLPDiscriminator()
+    if cfg.kind == "dcgan":
+        return DCGANGenerator(cfg.noise_dim), DCGANDiscriminator()
+    if cfg.kind in ("wgan", "wgangp"):
+        return MLPGenerator(cfg.noise_dim), WGANCritic()
+    return (ConditionalGenerator(cfg.noise_dim, cfg.num_classes, cfg.embed_dim),
+            ConditionalDiscriminator(cfg.num_classes, cfg.embed_dim))
