@@ -37,9 +37,8 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("VAE", id="vae"):
                 vae_tab.build(vae)
-            if gan.available():
-                with gr.Tab("GAN", id="gan"):
-                    gan_tab.build(gan)
+            with gr.Tab("GAN", id="gan"):
+                gan_tab.build(gan)
     return demo
 
 

@@ -149,7 +149,8 @@ def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
                     procs.append((which, proc, client))
                 if run == cold_runs - 1:  # latency on the last pair, interleaved call by call
                     clients = {w: c for w, _, c in procs}
-                    gan = "gan" in str(clients["app"].view_api(return_format="dict", print_info=False))
+                    gan = "/gan_sample" in clients["app"].view_api(return_format="dict",
+                                                                   print_info=False)["named_endpoints"]
                     pairs = [("noop", lambda: clients["bare"].predict("x", api_name="/noop")),
                              ("vae_decode", lambda: clients["app"].predict(
                                  z=[((i + k) % 9 - 4) / 2 for k in range(20)], model="vae20", api_name="/vae_decode"))]

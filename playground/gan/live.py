@@ -677,3 +677,68 @@ class LiveGAN:
         new._lock = threading.RLock()
         # the optimisers were deep-copied together with the parameters they refer to (same memo)
         return new
+
+
+def points_preview(points: list[tuple[float, float]] | None, size: int = 360) -> Image.Image:
+    """The empty plotting square with the user's clicked points (before a custom run starts)."""
+    img = Image.new("RGB", (size, size), (250, 250, 252))
+    draw = ImageDraw.Draw(img)
+    for v in range(-int(VIEW), int(VIEW) + 1):
+        p = (v + VIEW) / (2 * VIEW) * size
+        draw.line([(p, 0), (p, size)], fill=(228, 228, 236))
+        draw.line([(0, p), (size, p)], fill=(228, 228, 236))
+    for x, y in points or []:
+        px, py = (x + VIEW) / (2 * VIEW) * size, (VIEW - y) / (2 * VIEW) * size
+        draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=(30, 30, 40), outline=(255, 255, 255))
+    msg = "click to add points" if len(points or []) < 2 else f"{len(points)} points — press Play"
+    draw.text((8, 8), msg, fill=(60, 60, 80))
+    return img
+
+
+def pixel_to_data(x: float, y: float, size: int) -> tuple[float, float]:
+    """A click on a ``size``-pixel picture from :meth:`LiveGAN.render` -> data coordinates."""
+    return (round(x / size * 2 * VIEW - VIEW, 3), round(VIEW - y / size * 2 * VIEW, 3))
+
+
+class LiveRunner:
+    """Trains a :class:`LiveGAN` continuously in a background thread, so that drawing (a timer in
+    the browser) never waits for training and training never waits for drawing. The run's own
+    step and time budgets end the thread; :meth:`pause` ends it sooner."""
+
+    CHUNK = 5       # steps per call: the lock is released between chunks so render() can interleave
+    YIELD = 0.002   # seconds to sleep between chunks: locks are not fair, so let a waiting render() in
+
+    def __init__(self, gan: LiveGAN) -> None:
+        self.gan = gan
+        self.info: dict[str, Any] = gan.step(0)
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def play(self) -> None:
+        if self.running or self.gan.done:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="live-gan", daemon=True)
+        self._thread.start()
+
+    def pause(self, wait: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=wait)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.gan.done:
+            try:
+                self.info = self.gan.step(self.CHUNK)
+            except UserInputError as exc:
+                self.error = str(exc)
+                return
+            time.sleep(self.YIELD)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "LiveRunner":  # a thread cannot be copied: share it
+        return self

@@ -7,8 +7,14 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ..core.errors import UserInputError
+from ..gan import live
 from ..gan.service import GAN_MODELS, INTERPOLATIONS, MAX_TRUNCATION, GANService
 from .common import md, show, user_errors
+
+LIVE_SIZE = 360            # pixels of the live picture
+LIVE_TICK = 0.2            # seconds between timer ticks (5 pictures a second)
+LIVE_COMPUTE = 0.12        # training seconds per tick, leaving time to draw and send the picture
 
 INTRO = r"""
 ### Generative adversarial networks
@@ -60,13 +66,20 @@ def _curve_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
         for k, label in names.items():
             if k in r and not (k == "wasserstein" and r[k] == 0.0):
                 data.append({"epoch": r["epoch"], "value": r[k] / (100 if k == "val_frechet" else 1), "series": label})
-    return pd.DataFrame(data, columns=["epoch", "value", "series"])
+    return pd.DataFrame(data, columns=["epoch", "value", "series"]).astype({"epoch": int, "value": float})
 
 
 def build(service: GANService) -> None:
     models = service.available()
-    choices = [(GAN_MODELS[m][1], m) for m in models]
     md(INTRO, elem_classes="lesson-intro")
+    if models:
+        build_digits(service, models)
+    build_live()
+
+
+def build_digits(service: GANService, models: list[str]) -> None:
+    """Sampling, comparison, latent walk and curves of the trained digit GANs."""
+    choices = [(GAN_MODELS[m][1], m) for m in models]
 
     # ---- 1. sample one model ------------------------------------------------------------------
     with gr.Tab("Sample", id="gan-sample"):
@@ -155,3 +168,152 @@ def build(service: GANService) -> None:
         curves = gr.LinePlot(_curve_frame(service.history(models[0])), x="epoch", y="value", color="series",
                              title="Losses per epoch", height=360)
         cm.change(lambda m: _curve_frame(service.history(m)), cm, curves, api_visibility="private")
+
+
+EQ_LIVE = r"""
+**Train a GAN yourself** on points in the plane (like GAN Lab). Background: the discriminator's
+opinion — orange where it says *real*, blue where it says *fake*. Dark dots: data; green dots: the
+generator's samples $G(z)$; arrows: where each sample moved since the last picture (or the push
+$-\nabla_x$ of the generator's loss). Watch the green points flow into the orange regions, and
+try BCE on the ring: it often covers only some of the 8 modes (mode collapse), where WGAN-GP
+usually finds all of them. Each run is limited to 20,000 steps and 2 minutes of compute.
+"""
+
+
+def _live_stats(s: live.LiveGAN, info: dict) -> str:
+    covered, total = s.modes_covered()
+    w = info.get("wasserstein")
+    parts = [f"**step {info['step']}**", f"{info['steps_per_second']:.0f} steps/s",
+             f"D loss {info['d_loss']:.3f}" if info.get("d_loss") is not None else "",
+             f"G loss {info['g_loss']:.3f}" if info.get("g_loss") is not None else "",
+             f"Wasserstein estimate {w:.3f}" if w is not None else "",
+             f"modes covered **{covered}/{total}**" if total else "",
+             f"stopped: {info['reason']}" if info.get("done") else ""]
+    return " · ".join(p for p in parts if p)
+
+
+def _live_losses(s: live.LiveGAN | None) -> pd.DataFrame:
+    rows = s.losses(max_points=200) if s is not None else []
+    data = [{"step": r["step"], "value": r[k], "series": label} for r in rows
+            for k, label in (("d_loss", "D loss"), ("g_loss", "G loss"), ("wasserstein", "Wasserstein estimate"))
+            if r.get(k) is not None]
+    return pd.DataFrame(data, columns=["step", "value", "series"]).astype({"step": int, "value": float})
+
+
+def build_live() -> None:
+    """The live 2-D trainer: one LiveGAN per browser session (gr.State), driven by a timer."""
+    with gr.Tab("Train live (2-D)", id="gan-live"):
+        session = gr.State(None)
+        points = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=1):
+                dataset = gr.Radio(list(live.DATASETS), value="ring", label="Data", elem_id="gan-live-data")
+                loss = gr.Radio([("BCE (non-saturating)", "bce"), ("WGAN-GP", "wgan-gp")], value="wgan-gp",
+                                label="Loss")
+                with gr.Row():
+                    lr_g = gr.Number(value=live.RECOMMENDED["wgan-gp"]["lr_g"], label="G learning rate")
+                    lr_d = gr.Number(value=live.RECOMMENDED["wgan-gp"]["lr_d"], label="D learning rate")
+                d_steps = gr.Slider(1, 10, value=live.RECOMMENDED["wgan-gp"]["d_steps"], step=1,
+                                    label="D steps per G step")
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                arrows = gr.Radio(list(live.ARROWS), value="motion", label="Arrows")
+                with gr.Row():
+                    play = gr.Button("Play", variant="primary", elem_id="gan-live-play")
+                    pause = gr.Button("Pause", elem_id="gan-live-pause")
+                with gr.Row():
+                    step_btn = gr.Button("Step ×50", elem_id="gan-live-step")
+                    reset = gr.Button("Reset", elem_id="gan-live-reset")
+                clear = gr.Button("Clear my points", size="sm")
+            with gr.Column(scale=2):
+                picture = gr.Image(live.points_preview([], LIVE_SIZE), label="Real vs generated (click to add points "
+                                   "when Data = custom)", type="pil", format="png", interactive=False,
+                                   elem_id="gan-live-picture", height=LIVE_SIZE + 40)
+                stats = md("Press **Play**.", elem_id="gan-live-stats")
+            with gr.Column(scale=2):
+                curve = gr.LinePlot(_live_losses(None), x="step", y="value", color="series", height=260,
+                                    title="Losses")
+                md(EQ_LIVE, elem_classes="equation")
+                md(EQ_GAME, elem_classes="equation")
+        timer = gr.Timer(LIVE_TICK, active=False)
+
+        def new_runner(dataset: str, loss: str, lr_g: float, lr_d: float, d_steps: float, seed: float,
+                       pts: list) -> live.LiveRunner:
+            cfg = live.LiveConfig(dataset=dataset, loss=loss, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps, seed=seed,
+                                  points=pts if dataset == "custom" else None)
+            return live.LiveRunner(live.LiveGAN(cfg.validate()))
+
+        def frame(r: live.LiveRunner, arrows: str):
+            return r, r.gan.render(LIVE_SIZE, arrows), _live_stats(r.gan, r.info), _live_losses(r.gan)
+
+        @user_errors
+        def reset_api(r, dataset: str, loss: str, lr_g: float, lr_d: float, d_steps: float, seed: float,
+                      arrows: str, pts: list):
+            """Start a fresh live run with these settings (paused)."""
+            if r is not None:
+                r.pause()
+            return (*frame(new_runner(dataset, loss, lr_g, lr_d, d_steps, seed, pts), arrows), gr.Timer(active=False))
+
+        @user_errors
+        def play_api(r, dataset: str, loss: str, lr_g: float, lr_d: float, d_steps: float, seed: float,
+                     arrows: str, pts: list):
+            """Train continuously (in the background) until paused or the run's budget is spent."""
+            if r is None or r.gan.done:
+                r = new_runner(dataset, loss, lr_g, lr_d, d_steps, seed, pts)
+            r.play()
+            return (*frame(r, arrows), gr.Timer(active=True))
+
+        @user_errors
+        def pause_api(r, arrows: str):
+            """Stop training (the run can be resumed with Play)."""
+            if r is None:
+                raise UserInputError("Nothing is running: press Play first.")
+            r.pause()
+            return (*frame(r, arrows), gr.Timer(active=False))
+
+        @user_errors
+        def step_api(r, n: float, arrows: str):
+            """Run ``n`` optimisation steps of this session's (paused) run and return the new picture."""
+            if r is None:
+                raise UserInputError("Press Reset or Play first to start a run.")
+            if r.running:
+                raise UserInputError("The run is playing: pause it before stepping.")
+            r.info = r.gan.step(n)
+            return frame(r, arrows)
+
+        @user_errors
+        def tick_api(r, arrows: str):
+            """One picture of the running training (the timer calls this 5 times a second)."""
+            if r is None:
+                return None, gr.update(), gr.update(), gr.update(), gr.Timer(active=False)
+            if r.error:
+                gr.Warning(r.error)
+                return (*frame(r, arrows)[:2], f"**{r.error}**", _live_losses(r.gan), gr.Timer(active=False))
+            return (*frame(r, arrows), gr.Timer(active=r.running))
+
+        def on_click(s, dataset: str, pts: list, evt: gr.SelectData):
+            if dataset != "custom":
+                return pts, gr.update()
+            pts = [*pts, live.pixel_to_data(evt.index[0], evt.index[1], LIVE_SIZE)][-200:]
+            return pts, live.points_preview(pts, LIVE_SIZE)
+
+        def on_dataset(dataset: str, pts: list):
+            return live.points_preview(pts, LIVE_SIZE) if dataset == "custom" else gr.update()
+
+        def on_loss(loss: str):
+            rec = live.RECOMMENDED[loss]
+            return rec["lr_g"], rec["lr_d"], rec["d_steps"]
+
+        settings = [dataset, loss, lr_g, lr_d, d_steps, seed, arrows, points]
+        outs = [session, picture, stats, curve]
+        reset.click(reset_api, [session, *settings], [*outs, timer], api_name="gan_live_reset")
+        play.click(play_api, [session, *settings], [*outs, timer], api_name="gan_live_play")
+        pause.click(pause_api, [session, arrows], [*outs, timer], api_name="gan_live_pause")
+        n_steps = gr.Number(50, visible=False)
+        step_btn.click(step_api, [session, n_steps, arrows], outs, api_name="gan_live_step",
+                       concurrency_limit=2, concurrency_id="gan_live")
+        timer.tick(tick_api, [session, arrows], [*outs, timer], api_name="gan_live_tick", show_progress="hidden",
+                   concurrency_limit=None, trigger_mode="always_last")
+        picture.select(on_click, [session, dataset, points], [points, picture], api_visibility="private")
+        dataset.change(on_dataset, [dataset, points], picture, api_visibility="private")
+        loss.change(on_loss, loss, [lr_g, lr_d, d_steps], api_visibility="private")
+        clear.click(lambda: ([], live.points_preview([], LIVE_SIZE)), None, [points, picture], api_visibility="private")

@@ -78,7 +78,7 @@ def _history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
               "val_kl": "validation KL", "val_recon": "validation reconstruction"}
     data = [{"epoch": r["epoch"], "nats": r[k], "series": label}
             for r in rows for k, label in series.items() if k in r]
-    return pd.DataFrame(data, columns=["epoch", "nats", "series"])
+    return pd.DataFrame(data, columns=["epoch", "nats", "series"]).astype({"epoch": int, "nats": float})
 
 
 def build(service: VAEService) -> None:
