@@ -24,14 +24,15 @@ SCENE_DATA = ("Synthetic captioned scenes rendered by `playground/data/scenes.py
 
 _REFIT = ("Its recipe (augmentation, width, epochs) was chosen by early stopping on the 400 validation "
           "digits; the shipped weights refit that recipe on all 4,000 training digits (`data: digits_all`), so "
-          "the validation column of its history is not held out. The test digits were never used to train or "
-          "select anything.")
+          "the validation column of its history is not held out. The test digits were never used for training or "
+          "early stopping; the test figures of earlier candidate recipes were looked at while choosing this one.")
 
 SUMMARIES = {
     "ae": "The seed's MLP autoencoder (§2.1, encoder ends in ReLU): a deterministic code with no prior, "
           "kept to show that decoding z ~ N(0, I) does not give digits.",
     "vae2": "The seed's MLP VAE (§3.4) with a 2-d latent: the latent map and its decoded manifold. Early "
-            "stopping on the 400 validation digits picked the shipped weights.",
+            "stopping on the 400 validation digits picked the shipped weights; the recipe (half-strength "
+            "augmentation) was chosen after two stronger-augmentation attempts measured 151 and 164 nats on test.",
     "vae20": "The seed's MLP VAE (§3.4) with a 20-d latent: the latent sliders and sampling. " + _REFIT,
     "bvae20": "β-VAE (β = 4) with a 20-d latent: fewer active dimensions, smoother and blurrier.",
     "convvae": "The seed's convolutional VAE (§3.5) on 32×32 colour scenes: blurriness is the lesson.",
