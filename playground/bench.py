@@ -13,35 +13,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 from .core.settings import REPO_ROOT
 
-BARE_APP = textwrap.dedent('''
-    import os, sys
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    import gradio as gr
-    from PIL import Image
-    IMG = Image.new("L", (224, 224), 0)
-    TILE = Image.new("L", (112, 112), 0)
-    def noop(z: str):
-        return IMG
-    def noop16(z: str):
-        return [TILE] * 16
-    with gr.Blocks() as demo:
-        box = gr.Textbox()
-        btn = gr.Button("Go")
-        out = gr.Image(format="png", type="pil")
-        btn.click(noop, box, out, api_name="noop", concurrency_limit=None)
-        btn2 = gr.Button("Sixteen")
-        gal = gr.Gallery(format="png")
-        btn2.click(noop16, box, gal, api_name="noop16")
-    demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]))
-''')
+BARE_APP = REPO_ROOT / "playground" / "ui" / "bare_app.py"  # the reference the app is measured against
 
 
 def _free_port() -> int:
@@ -125,53 +103,51 @@ def _peak_rss_mb(pid: int) -> float:
 def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
     """Cold starts and API latency of the real app vs a bare one-button app, measured together."""
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PLAYGROUND_HOST="127.0.0.1")
-    with tempfile.TemporaryDirectory() as tmp:
-        bare = Path(tmp) / "bare_app.py"
-        bare.write_text(BARE_APP)
-        z = [0.3] * 20
-        cold: dict[str, list[float]] = {"app": [], "bare": []}
-        lat: dict[str, list[float]] = {"vae_decode": [], "noop": [], "gan_sample16": [], "noop16": []}
-        rss = []
-        for run in range(cold_runs):
-            procs = []
-            try:
-                for which in ("bare", "app"):  # alternate order effects are small; same run, same machine
-                    port = _free_port()
-                    cmd = ([sys.executable, str(bare), str(port)] if which == "bare"
-                           else [sys.executable, str(REPO_ROOT / "app.py")])
-                    e = dict(env, PLAYGROUND_PORT=str(port))
-                    proc, t0, client = _start(cmd, port, e)
-                    if which == "bare":
-                        client.predict("x", api_name="/noop")
-                    else:
-                        client.predict(z=z, model="vae20", api_name="/vae_decode")
-                    cold[which].append(time.perf_counter() - t0)
-                    procs.append((which, proc, client))
-                if run == cold_runs - 1:  # latency on the last pair, interleaved call by call
-                    clients = {w: c for w, _, c in procs}
-                    gan = "/gan_sample" in clients["app"].view_api(return_format="dict",
-                                                                   print_info=False)["named_endpoints"]
-                    pairs = [("noop", lambda: clients["bare"].predict("x", api_name="/noop")),
-                             ("vae_decode", lambda: clients["app"].predict(
-                                 z=[((i + k) % 9 - 4) / 2 for k in range(20)], model="vae20", api_name="/vae_decode"))]
-                    if gan:
-                        pairs += [("noop16", lambda: clients["bare"].predict("x", api_name="/noop16")),
-                                  ("gan_sample16", lambda: clients["app"].predict(
-                                      model="wgan-gp", n=16, seed=i, label=-1, truncation=1.0, api_name="/gan_sample"))]
-                    for i in range(calls + 5):
-                        for name, fn in pairs:
-                            t = time.perf_counter()
-                            fn()
-                            if i >= 5:
-                                lat[name].append(time.perf_counter() - t)
-                    rss.append(_peak_rss_mb(dict((w, p) for w, p, _ in procs)["app"].pid))
-            finally:
-                for _, proc, _ in procs:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+    bare = BARE_APP
+    z = [0.3] * 20
+    cold: dict[str, list[float]] = {"app": [], "bare": []}
+    lat: dict[str, list[float]] = {"vae_decode": [], "noop": [], "gan_sample16": [], "noop16": []}
+    rss = []
+    for run in range(cold_runs):
+        procs = []
+        try:
+            for which in ("bare", "app"):  # alternate order effects are small; same run, same machine
+                port = _free_port()
+                cmd = ([sys.executable, str(bare), str(port)] if which == "bare"
+                       else [sys.executable, str(REPO_ROOT / "app.py")])
+                e = dict(env, PLAYGROUND_PORT=str(port))
+                proc, t0, client = _start(cmd, port, e)
+                if which == "bare":
+                    client.predict("x", api_name="/noop")
+                else:
+                    client.predict(z=z, model="vae20", api_name="/vae_decode")
+                cold[which].append(time.perf_counter() - t0)
+                procs.append((which, proc, client))
+            if run == cold_runs - 1:  # latency on the last pair, interleaved call by call
+                clients = {w: c for w, _, c in procs}
+                gan = "/gan_sample" in clients["app"].view_api(return_format="dict",
+                                                               print_info=False)["named_endpoints"]
+                pairs = [("noop", lambda: clients["bare"].predict("x", api_name="/noop")),
+                         ("vae_decode", lambda: clients["app"].predict(
+                             z=[((i + k) % 9 - 4) / 2 for k in range(20)], model="vae20", api_name="/vae_decode"))]
+                if gan:
+                    pairs += [("noop16", lambda: clients["bare"].predict("x", api_name="/noop16")),
+                              ("gan_sample16", lambda: clients["app"].predict(
+                                  model="wgan-gp", n=16, seed=i, label=-1, truncation=1.0, api_name="/gan_sample"))]
+                for i in range(calls + 5):
+                    for name, fn in pairs:
+                        t = time.perf_counter()
+                        fn()
+                        if i >= 5:
+                            lat[name].append(time.perf_counter() - t)
+                rss.append(_peak_rss_mb(dict((w, p) for w, p, _ in procs)["app"].pid))
+        finally:
+            for _, proc, _ in procs:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     dec, noop = _summary(lat["vae_decode"]), _summary(lat["noop"])
     extra: dict[str, Any] = {}
     if lat["gan_sample16"]:
