@@ -64,15 +64,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .core.images import make_grid, pil_to_tensor, png_info, upscale, with_params
-    from .vae.service import VAEService
-
-    svc = VAEService()
-    images = svc.sample(args.n, args.seed, args.model)
     import torch
 
-    grid = upscale(__import__("playground.core.images", fromlist=["to_pil"]).to_pil(
-        make_grid(torch.stack([pil_to_tensor(im) for im in images]))), args.scale)
+    from .core.images import make_grid, pil_to_tensor, png_info, to_pil, upscale, with_params
+    from .vae.service import VAEService
+
+    images = VAEService().sample(args.n, args.seed, args.model)
+    grid = upscale(to_pil(make_grid(torch.stack([pil_to_tensor(im) for im in images]))), args.scale)
     grid = with_params(grid, {"model": args.model, "n": args.n, "seed": args.seed}, unique=False)
     grid.save(args.out, pnginfo=png_info(grid))
     print(f"wrote {args.out}")
