@@ -1,0 +1,116 @@
+"""The served half of ``python -m playground bench``: the launched app against the bare reference app
+(``bare_app.py`` beside this file), through ``gradio_client``, in one run."""
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..bench import summary
+from ..core.settings import REPO_ROOT
+
+BARE_APP = Path(__file__).with_name("bare_app.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], port: int, env: dict[str, str]) -> tuple[subprocess.Popen, float, Any]:
+    from gradio_client import Client
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = t0 + 240
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd} exited with {proc.returncode}")
+        try:
+            client = Client(url, verbose=False)
+            return proc, t0, client
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{cmd} did not start")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
+    """Cold starts and API latency of the real app vs a bare one-button app, measured together."""
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PLAYGROUND_HOST="127.0.0.1")
+    bare = BARE_APP
+    z = [0.3] * 20
+    cold: dict[str, list[float]] = {"app": [], "bare": []}
+    lat: dict[str, list[float]] = {"vae_decode": [], "noop": [], "gan_sample16": [], "noop16": []}
+    rss = []
+    for run in range(cold_runs):
+        procs = []
+        try:
+            for which in ("bare", "app"):  # alternate order effects are small; same run, same machine
+                port = _free_port()
+                cmd = ([sys.executable, str(bare), str(port)] if which == "bare"
+                       else [sys.executable, str(REPO_ROOT / "app.py")])
+                e = dict(env, PLAYGROUND_PORT=str(port))
+                proc, t0, client = _start(cmd, port, e)
+                if which == "bare":
+                    client.predict("x", api_name="/noop")
+                else:
+                    client.predict(z=z, model="vae20", api_name="/vae_decode")
+                cold[which].append(time.perf_counter() - t0)
+                procs.append((which, proc, client))
+            if run == cold_runs - 1:  # latency on the last pair, interleaved call by call
+                clients = {w: c for w, _, c in procs}
+                gan = "/gan_sample" in clients["app"].view_api(return_format="dict",
+                                                               print_info=False)["named_endpoints"]
+                pairs = [("noop", lambda: clients["bare"].predict("x", api_name="/noop")),
+                         ("vae_decode", lambda: clients["app"].predict(
+                             z=[((i + k) % 9 - 4) / 2 for k in range(20)], model="vae20", api_name="/vae_decode"))]
+                if gan:
+                    pairs += [("noop16", lambda: clients["bare"].predict("x", api_name="/noop16")),
+                              ("gan_sample16", lambda: clients["app"].predict(
+                                  model="wgan-gp", n=16, seed=i, label=-1, truncation=1.0, api_name="/gan_sample"))]
+                for i in range(calls + 5):
+                    for name, fn in pairs:
+                        t = time.perf_counter()
+                        fn()
+                        if i >= 5:
+                            lat[name].append(time.perf_counter() - t)
+                rss.append(_peak_rss_mb(dict((w, p) for w, p, _ in procs)["app"].pid))
+        finally:
+            for _, proc, _ in procs:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    dec, noop = summary(lat["vae_decode"]), summary(lat["noop"])
+    extra: dict[str, Any] = {}
+    if lat["gan_sample16"]:
+        g16, n16 = summary(lat["gan_sample16"]), summary(lat["noop16"])
+        extra = {"api_gan_sample16": g16, "api_noop_gallery16": n16,
+                 "api_gan_ratio_p50": round(g16["p50_ms"] / n16["p50_ms"], 3)}
+    return {
+        "api_vae_decode": dec, "api_noop_image": noop,
+        "api_ratio_p50": round(dec["p50_ms"] / noop["p50_ms"], 3), **extra,
+        "cold_start_app_s": [round(x, 2) for x in cold["app"]],
+        "cold_start_bare_s": [round(x, 2) for x in cold["bare"]],
+        "cold_start_ratio_median": round(statistics.median(cold["app"]) / statistics.median(cold["bare"]), 3),
+        "app_peak_rss_mb": rss[-1] if rss else None,
+    }
