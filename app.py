@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -9,6 +10,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from playground.core.settings import Settings, get_settings  # noqa: E402
+from playground.gan import live_process  # noqa: E402
 from playground.gan.service import GANService  # noqa: E402
 from playground.ui import common, gan_tab, vae_tab  # noqa: E402
 from playground.vae.service import VAEService  # noqa: E402
@@ -32,7 +34,9 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     vae, gan = VAEService(settings), GANService(settings)
     vae.warmup()  # load every model now: no visitor's first request waits on loading
     gan.warmup()
-    with gr.Blocks(title="Generative Playground") as demo:
+    threading.Thread(target=live_process.warm_up, name="live-forkserver", daemon=True).start()
+    # delete_cache: every 10 min, drop served files older than 30 min (live pictures add up).
+    with gr.Blocks(title="Generative Playground", delete_cache=(600, 1800)) as demo:
         gr.Markdown(HEADER)
         with gr.Tabs():
             with gr.Tab("VAE", id="vae"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,14 @@ def for_display(img: Image.Image, scale: int = 1, **params: Any) -> Image.Image:
     if scale > 1:
         img = upscale(img, scale)
     return with_params(img, params)
+
+
+def animated_gif(frames: Sequence[Image.Image], path: str | Path, scale: int = 4, ms_per_frame: int = 120,
+                 bounce: bool = True) -> Path:
+    """Write frames as a looping GIF (upscaled with nearest neighbour; played forth and back when
+    ``bounce``) and return its path."""
+    big = [upscale(f.convert("L"), scale) for f in frames]
+    seq = big + big[-2:0:-1] if bounce and len(big) > 2 else big
+    path = Path(path)
+    seq[0].save(path, save_all=True, append_images=seq[1:], duration=ms_per_frame, loop=0, optimize=False)
+    return path

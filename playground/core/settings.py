@@ -44,6 +44,7 @@ class Settings:
     port: int = 7860                          # PLAYGROUND_PORT (GRADIO_SERVER_PORT also honoured)
     torch_threads: int = 0                    # PLAYGROUND_TORCH_THREADS (0 = torch default)
     concurrency: int = 4                      # PLAYGROUND_CONCURRENCY: queue workers per event
+    live_workers: int = 4                     # PLAYGROUND_LIVE_WORKERS: live 2-D GAN runs playing at once
     txt2img_model: str = ""                   # PLAYGROUND_TXT2IMG_MODEL (Hub id, GPU hosts)
     inpaint_model: str = ""                   # PLAYGROUND_INPAINT_MODEL
     controlnet_model: str = ""                # PLAYGROUND_CONTROLNET_MODEL
@@ -65,6 +66,7 @@ class Settings:
             port=int(port) if port else 7860,
             torch_threads=_env_int(env, "PLAYGROUND_TORCH_THREADS", 0),
             concurrency=max(1, _env_int(env, "PLAYGROUND_CONCURRENCY", 4)),
+            live_workers=max(1, _env_int(env, "PLAYGROUND_LIVE_WORKERS", 4)),
             txt2img_model=env.get("PLAYGROUND_TXT2IMG_MODEL", "").strip(),
             inpaint_model=env.get("PLAYGROUND_INPAINT_MODEL", "").strip(),
             controlnet_model=env.get("PLAYGROUND_CONTROLNET_MODEL", "").strip(),

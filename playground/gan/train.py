@@ -23,7 +23,7 @@ from ..core.settings import get_settings
 from ..core.training import ema_update, load_resume, save_resume
 from ..data import mnist
 from ..eval.classifier import load_classifier
-from ..eval.metrics import features_and_preds, frechet_distance
+from ..eval.metrics import class_entropy, features_and_preds, frechet_distance
 from .losses import bce_losses, gradient_penalty, wgan_losses
 from .model import GANConfig, build
 
@@ -42,7 +42,7 @@ class GANTrainConfig:
     clip: float = 0.01                # WGAN weight clipping
     gp_lambda: float = 10.0           # WGAN-GP
     augment_shift: int = 2            # DiffAugment translation (pixels), 0 = off
-    ema: float = 0.999
+    ema: float = 0.995                # EMA of G (half-life ~140 generator steps)
     select_every: int = 5             # epochs between FD checks of the EMA generator
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -52,13 +52,13 @@ class GANTrainConfig:
 
 
 PRESETS: dict[str, GANTrainConfig] = {
-    "gan_mlp": GANTrainConfig(GANConfig(kind="mlp"), epochs=120),
+    "gan_mlp": GANTrainConfig(GANConfig(kind="mlp"), epochs=200),
     "gan_dcgan": GANTrainConfig(GANConfig(kind="dcgan"), epochs=60),
     "gan_wgan": GANTrainConfig(GANConfig(kind="wgan"), loss="wgan", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
-                               n_critic=5, epochs=200),
+                               n_critic=5, epochs=120),
     "gan_wgangp": GANTrainConfig(GANConfig(kind="wgangp"), loss="wgangp", lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.9),
-                                 n_critic=5, epochs=150),
-    "gan_cgan": GANTrainConfig(GANConfig(kind="cgan"), epochs=120),
+                                 n_critic=5, epochs=100),
+    "gan_cgan": GANTrainConfig(GANConfig(kind="cgan"), epochs=150),
 }
 
 
@@ -74,8 +74,47 @@ def _opt(cfg: GANTrainConfig, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, betas=cfg.betas)
 
 
+def _batches(n: int, bs: int, gen: torch.Generator):
+    """Endless minibatch indices: successive slices of fresh random permutations."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - bs + 1, bs):
+            yield perm[i:i + bs]
+
+
+def _selection_score(row: dict) -> float:
+    """Lower is better: the validation Fréchet distance, times (2 - accuracy) for the cGAN so that an
+    epoch that draws the wrong digits cannot win on image statistics alone."""
+    return row["val_frechet"] * (2.0 - row.get("requested_class_accuracy", 1.0))
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator, shift: int) -> torch.Tensor:
     return mnist.random_shift(x, gen, shift) if shift > 0 else x
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(g: torch.nn.Module, cfg: GANConfig, seed: int, batches: int = 20, bs: int = 256) -> None:
+    """Recompute the BatchNorm statistics of an averaged (EMA) generator from its own activations.
+
+    The EMA weights are not the live weights, so the live model's running means/variances do not
+    fit them (samples turn to noise); a cumulative average over fresh z fixes that
+    (the "BN recalibration" of Yazıcı et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training")."""
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                                                   # cumulative moving average
+    gen = torch.Generator().manual_seed(seed)
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(bs, cfg.noise_dim, generator=gen)
+        labels = torch.randint(0, cfg.num_classes, (bs,), generator=gen) if cfg.conditional else None
+        g(z, labels) if labels is not None else g(z)
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    g.eval()
 
 
 @torch.no_grad()
@@ -117,16 +156,16 @@ def train(name: str, cfg: GANTrainConfig, out_dir: Path | None = None, resume: b
     bs = cfg.batch_size
     bar = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc=name, disable=not progress,
                dynamic_ncols=True)
+    steps_per_epoch = len(x_all) // bs                                  # generator updates per epoch
     for epoch in bar:
         t0 = time.perf_counter()
         g.train(), d.train()
-        perm = torch.randperm(len(x_all), generator=gen)
+        batches = _batches(len(x_all), bs, gen)
         sums = {"d_loss": 0.0, "g_loss": 0.0, "wasserstein": 0.0, "gp": 0.0}
         steps = 0
-        per_g = bs * cfg.n_critic
-        for i in range(0, len(perm) - per_g + 1, per_g):
-            for k in range(cfg.n_critic):                                   # --- discriminator / critic
-                idx = perm[i + k * bs: i + (k + 1) * bs]
+        for _ in range(steps_per_epoch):
+            for _k in range(cfg.n_critic):                                  # --- discriminator / critic
+                idx = next(batches)
                 real, labels = x_all[idx], y_all[idx]
                 z = torch.randn(bs, nz, generator=gen)
                 with torch.no_grad():
@@ -141,7 +180,7 @@ def train(name: str, cfg: GANTrainConfig, out_dir: Path | None = None, resume: b
                     if cfg.loss == "wgangp":
                         gp = gradient_penalty(d, real_a, fake_a, gen, *extra)
                         d_loss = d_loss + cfg.gp_lambda * gp
-                        sums["gp"] += float(gp.detach())
+                        sums["gp"] += float(gp.detach()) / cfg.n_critic
                 w_est = float((out_r.mean() - out_f.mean()).detach())
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
@@ -165,16 +204,22 @@ def train(name: str, cfg: GANTrainConfig, out_dir: Path | None = None, resume: b
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()}, "seconds": elapsed}
         if (epoch + 1) % cfg.select_every == 0 or epoch + 1 == cfg.epochs:
-            samples, _ = sample_digits(g_ema, cfg.model, 1000, seed=12345)
-            feats, _ = features_and_preds(clf, samples)
+            recalibrate_batchnorm(g_ema, cfg.model, seed=epoch)
+            samples, labels = sample_digits(g_ema, cfg.model, 1000, seed=12345)
+            feats, preds = features_and_preds(clf, samples)
             row["val_frechet"] = frechet_distance(feats, val_feats)
-            if row["val_frechet"] < best["fd"]:
-                best = {"fd": row["val_frechet"], "epoch": epoch + 1,
+            row["class_entropy"] = class_entropy(preds)
+            if labels is not None:
+                row["requested_class_accuracy"] = float((preds == labels.numpy()).mean())
+            score = _selection_score(row)
+            if score < best["fd"]:
+                best = {"fd": score, "epoch": epoch + 1,
                         "g": {k: v.clone() for k, v in g_ema.state_dict().items()},
                         "d": {k: v.clone() for k, v in d.state_dict().items()}}
         history.append(row)
         bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}",
-                        fd=f"{row.get('val_frechet', float('nan')):.1f}", best=f"{best['fd']:.1f}@{best['epoch']}")
+                        fd=f"{row.get('val_frechet', float('nan')):.1f}", H=f"{row.get('class_entropy', float('nan')):.2f}",
+                        acc=f"{row.get('requested_class_accuracy', float('nan')):.2f}", best=f"{best['fd']:.1f}@{best['epoch']}")
         save_resume(runs / "last.pt", g=g.state_dict(), d=d.state_dict(), g_ema=g_ema.state_dict(),
                     opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), gen=gen.get_state(),
                     torch_rng=torch.get_rng_state(), history=history, epoch=epoch + 1, elapsed=elapsed, best=best)
@@ -185,7 +230,10 @@ def train(name: str, cfg: GANTrainConfig, out_dir: Path | None = None, resume: b
     save_weights(out_dir, best["d"], "discriminator.safetensors")
     keys = sorted({k for r in history for k in r})
     write_history(out_dir / "history.csv", [{k: r.get(k, "") for k in keys} for r in history])
-    record = {"name": name, "selected_epoch": best["epoch"], "selected_val_frechet": best["fd"],
+    chosen = next(r for r in history if r["epoch"] == best["epoch"])
+    record = {"name": name, "selected_epoch": best["epoch"], "selection_score": best["fd"],
+              "selected_val_frechet": chosen["val_frechet"], "selected_val_entropy": chosen["class_entropy"],
+              **({"selected_val_accuracy": chosen["requested_class_accuracy"]} if cond else {}),
               "epochs_run": len(history), "wall_seconds": round(elapsed, 1), "torch_threads": torch.get_num_threads()}
     cfg_dict = {k: v for k, v in asdict(cfg).items() if k != "model"}
     write_json(out_dir / "config.json", {"model": cfg.model.to_dict(), "train": cfg_dict})

@@ -52,12 +52,53 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
+def _stat(stats: str, key: str) -> str:
+    return stats.split(key)[1].split("*")[0].strip() if key in stats else ""
+
+
+def live(client: Any, loss: str = "wgan-gp", seconds: float = 30.0, tick: float = 0.2) -> dict[str, Any]:
+    """One learner's live 2-D run, watched the way the browser's timer does (a /gan_live_tick call
+    every ``tick`` s): training steps per wall-clock second, *new* pictures per second, and the
+    seconds until all 8 modes of the ring are covered."""
+    import hashlib
+
+    from ..gan.live import RECOMMENDED
+
+    rec = RECOMMENDED[loss]
+    args = dict(dataset="ring", loss=loss, lr_g=rec["lr_g"], lr_d=rec["lr_d"], d_steps=rec["d_steps"], seed=0,
+                arrows="motion")
+    client.predict(**args, api_name="/gan_live_reset")
+    t0 = time.perf_counter()
+    client.predict(**args, api_name="/gan_live_play")
+    seen, steps, covered_at, last = set(), [], None, ""
+    next_tick = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        next_tick += tick
+        img, stats = client.predict(arrows="motion", api_name="/gan_live_tick")[:2]
+        now = time.perf_counter() - t0
+        if img:
+            seen.add(hashlib.md5(Path(img).read_bytes()).hexdigest())
+        steps.append((now, int(_stat(stats, "step ") or 0)))
+        if covered_at is None and _stat(stats, "modes covered ") == "8/8":
+            covered_at = now
+        last = stats
+        time.sleep(max(0.0, next_tick - time.perf_counter()))
+    client.predict(arrows="motion", api_name="/gan_live_pause")
+    (ta, sa), (tb, sb) = steps[len(steps) // 10], steps[-1]      # skip the start-up second
+    return {"loss": loss, "seconds": round(steps[-1][0], 1), "steps": sb,
+            "steps_per_second": round((sb - sa) / (tb - ta), 1),
+            "new_pictures_per_second": round(len(seen) / steps[-1][0], 2),
+            "ring_all_8_modes_after_s": None if covered_at is None else round(covered_at, 1),
+            "last_stats": last}
+
+
+def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> dict[str, Any]:
     """Cold starts and API latency of the real app vs a bare one-button app, measured together."""
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PLAYGROUND_HOST="127.0.0.1")
     bare = BARE_APP
     z = [0.3] * 20
     cold: dict[str, list[float]] = {"app": [], "bare": []}
+    lives: list[dict[str, Any]] = []
     lat: dict[str, list[float]] = {"vae_decode": [], "noop": [], "gan_sample16": [], "noop16": []}
     rss = []
     for run in range(cold_runs):
@@ -92,6 +133,11 @@ def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
                         fn()
                         if i >= 5:
                             lat[name].append(time.perf_counter() - t)
+                if live_seconds > 0:
+                    from gradio_client import Client
+
+                    url = clients["app"].src
+                    lives = [live(Client(url, verbose=False), loss, live_seconds) for loss in ("wgan-gp", "bce")]
                 rss.append(_peak_rss_mb(dict((w, p) for w, p, _ in procs)["app"].pid))
         finally:
             for _, proc, _ in procs:
@@ -101,10 +147,10 @@ def served(calls: int = 60, cold_runs: int = 3) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     dec, noop = summary(lat["vae_decode"]), summary(lat["noop"])
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"live_2d": lives} if live_seconds > 0 else {}
     if lat["gan_sample16"]:
         g16, n16 = summary(lat["gan_sample16"]), summary(lat["noop16"])
-        extra = {"api_gan_sample16": g16, "api_noop_gallery16": n16,
+        extra |= {"api_gan_sample16": g16, "api_noop_gallery16": n16,
                  "api_gan_ratio_p50": round(g16["p50_ms"] / n16["p50_ms"], 3)}
     return {
         "api_vae_decode": dec, "api_noop_image": noop,

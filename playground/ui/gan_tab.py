@@ -2,19 +2,23 @@
 GAN on 2-D data that trains live while you watch."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from ..core.errors import UserInputError
+from ..core.images import animated_gif
 from ..gan import live
-from ..gan.service import GAN_MODELS, INTERPOLATIONS, MAX_TRUNCATION, GANService
+from ..gan.live_process import LiveRunner
+from ..gan.service import GAN_MODELS, INTERPOLATIONS, MAX_TRUNCATION, TRUNCATIONS, GANService
 from .common import md, show, user_errors
 
 LIVE_SIZE = 360            # pixels of the live picture
 LIVE_TICK = 0.2            # seconds between timer ticks (5 pictures a second)
-LIVE_COMPUTE = 0.12        # training seconds per tick, leaving time to draw and send the picture
+FRAMES_DIR = Path(tempfile.gettempdir()) / "playground-live"
 
 INTRO = r"""
 ### Generative adversarial networks
@@ -48,8 +52,10 @@ digits has **collapsed** (seed §4.4).
 """
 
 EQ_TRUNC = r"""
-**Truncation** $\psi$: sample $z \sim \mathcal N(0, \psi^2 I)$. Small $\psi$ stays near the centre of
-the prior — typical, clean, less varied digits; $\psi > 1$ reaches into the tails.
+**Truncation** $\psi$ (Brock et al. 2019): *rescale* samples $z \sim \mathcal N(0, \psi^2 I)$;
+*clip* keeps $z \sim \mathcal N(0, I)$ but clamps each coordinate to $[-\psi, \psi]$. Small $\psi$
+stays near the centre of the prior — typical, clean, less varied digits; $\psi > 1$ (rescale)
+reaches into the tails.
 """
 
 
@@ -91,6 +97,7 @@ def build_digits(service: GANService, models: list[str]) -> None:
                 label = gr.Dropdown([("any (cycle 0-9)", -1)] + [(str(d), d) for d in range(10)], value=-1,
                                     label="Digit (conditional GAN only)", interactive=True)
                 trunc = gr.Slider(0.05, MAX_TRUNCATION, value=1.0, step=0.05, label="Truncation ψ")
+                mode = gr.Radio(list(TRUNCATIONS), value="rescale", label="Truncation: rescale z or clip it")
                 btn = gr.Button("Sample", variant="primary")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Samples", columns=8, height=420, format="png", elem_classes="pixelated",
@@ -100,13 +107,13 @@ def build_digits(service: GANService, models: list[str]) -> None:
                 md(EQ_GAME, elem_classes="equation")
 
         @user_errors
-        def sample_api(model: str, n: float, seed: float, label: float, truncation: float):
+        def sample_api(model: str, n: float, seed: float, label: float, truncation: float, mode: str = "rescale"):
             """``n`` digits from GAN ``model`` for ``seed`` (row i depends only on seed and i)."""
-            imgs = service.sample(model, n, seed, label, truncation)
-            return [show(im, 4, model=model, seed=seed, label=label, truncation=truncation, index=i)
+            imgs = service.sample(model, n, seed, label, truncation, mode)
+            return [show(im, 4, model=model, seed=seed, label=label, truncation=truncation, mode=mode, index=i)
                     for i, im in enumerate(imgs)]
 
-        btn.click(sample_api, [model, n, seed, label, trunc], gallery, api_name="gan_sample")
+        btn.click(sample_api, [model, n, seed, label, trunc, mode], gallery, api_name="gan_sample")
         model.change(lambda m: gr.Dropdown(value=-1, interactive=m == "cgan"), model, label,
                      api_visibility="private", show_progress="hidden")
 
@@ -116,6 +123,7 @@ def build_digits(service: GANService, models: list[str]) -> None:
             c_n = gr.Slider(4, 36, value=16, step=1, label="Digits per model")
             c_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
             c_trunc = gr.Slider(0.05, MAX_TRUNCATION, value=1.0, step=0.05, label="Truncation ψ")
+            c_mode = gr.Radio(list(TRUNCATIONS), value="rescale", label="Truncation mode")
             c_btn = gr.Button("Compare on the same z", variant="primary")
         with gr.Row():
             with gr.Column(scale=3):
@@ -127,14 +135,14 @@ def build_digits(service: GANService, models: list[str]) -> None:
                 md(EQ_COMPARE, elem_classes="equation")
 
         @user_errors
-        def compare_api(n: float, seed: float, truncation: float):
+        def compare_api(n: float, seed: float, truncation: float, mode: str = "rescale"):
             """All models on the same z: galleries (with D scores) and class histograms."""
-            res = service.compare(n, seed, truncation)
+            res = service.compare(n, seed, truncation, mode)
             gal = [(show(r["grid"], 1, model=r["model"], seed=seed, truncation=truncation),
                     f"{r['label']} — mean {r['score_kind']} {sum(r['scores']) / len(r['scores']):+.2f}") for r in res]
             return gal, _hist_frame(res)
 
-        c_btn.click(compare_api, [c_n, c_seed, c_trunc], [c_gallery, c_hist], api_name="gan_compare")
+        c_btn.click(compare_api, [c_n, c_seed, c_trunc, c_mode], [c_gallery, c_hist], api_name="gan_compare")
 
     # ---- 3. latent walk ----------------------------------------------------------------------
     with gr.Tab("Latent walk", id="gan-walk"):
@@ -152,14 +160,17 @@ def build_digits(service: GANService, models: list[str]) -> None:
             with gr.Column(scale=3):
                 strip = gr.Gallery(label="z(A) → z(B)", columns=12, height=200, format="png", elem_classes="pixelated",
                                    elem_id="gan-strip")
+                movie = gr.Image(label="As an animation (there and back)", type="filepath", height=240,
+                                 interactive=False, elem_classes="pixelated", elem_id="gan-walk-gif")
 
         @user_errors
         def interpolate_api(model: str, seed_a: float, seed_b: float, steps: float, label: float, method: str):
             """Decode a walk from z(seed_a) to z(seed_b) with GAN ``model``."""
             frames = service.interpolate(model, seed_a, seed_b, steps, label, method)
-            return [show(f, 4, model=model, seed_a=seed_a, seed_b=seed_b, index=i) for i, f in enumerate(frames)]
+            gif = animated_gif(frames, tempfile.NamedTemporaryFile(suffix=".gif", delete=False).name, scale=8)
+            return [show(f, 4, model=model, seed_a=seed_a, seed_b=seed_b, index=i) for i, f in enumerate(frames)], str(gif)
 
-        w_btn.click(interpolate_api, [w_model, seed_a, seed_b, w_steps, w_label, w_method], strip,
+        w_btn.click(interpolate_api, [w_model, seed_a, seed_b, w_steps, w_label, w_method], [strip, movie],
                     api_name="gan_interpolate")
 
     # ---- 4. training curves --------------------------------------------------------------------
@@ -180,20 +191,29 @@ usually finds all of them. Each run is limited to 20,000 steps and 2 minutes of 
 """
 
 
-def _live_stats(s: live.LiveGAN, info: dict) -> str:
-    covered, total = s.modes_covered()
+def _live_stats(info: dict, modes: tuple[int, int], stopped: str = "") -> str:
+    covered, total = modes
     w = info.get("wasserstein")
     parts = [f"**step {info['step']}**", f"{info['steps_per_second']:.0f} steps/s",
              f"D loss {info['d_loss']:.3f}" if info.get("d_loss") is not None else "",
              f"G loss {info['g_loss']:.3f}" if info.get("g_loss") is not None else "",
              f"Wasserstein estimate {w:.3f}" if w is not None else "",
              f"modes covered **{covered}/{total}**" if total else "",
-             f"stopped: {info['reason']}" if info.get("done") else ""]
+             f"stopped: {info['reason']}" if info.get("done") else "",
+             "paused: nobody was watching" if stopped == "abandoned" else ""]
     return " · ".join(p for p in parts if p)
 
 
-def _live_losses(s: live.LiveGAN | None) -> pd.DataFrame:
-    rows = s.losses(max_points=200) if s is not None else []
+def frame_file(r: LiveRunner, png: bytes) -> str:
+    """The worker's PNG as a file for gr.Image (no decode and re-encode); 4 files per run, reused."""
+    FRAMES_DIR.mkdir(exist_ok=True)
+    r.frame_no = getattr(r, "frame_no", 0) + 1
+    path = FRAMES_DIR / f"{id(r):x}-{r.frame_no % 4}.png"
+    path.write_bytes(png)
+    return str(path)
+
+
+def _live_losses(rows: list[dict]) -> pd.DataFrame:
     data = [{"step": r["step"], "value": r[k], "series": label} for r in rows
             for k, label in (("d_loss", "D loss"), ("g_loss", "G loss"), ("wasserstein", "Wasserstein estimate"))
             if r.get(k) is not None]
@@ -230,20 +250,25 @@ def build_live() -> None:
                                    elem_id="gan-live-picture", height=LIVE_SIZE + 40)
                 stats = md("Press **Play**.", elem_id="gan-live-stats")
             with gr.Column(scale=2):
-                curve = gr.LinePlot(_live_losses(None), x="step", y="value", color="series", height=260,
+                curve = gr.LinePlot(_live_losses([]), x="step", y="value", color="series", height=260,
                                     title="Losses")
                 md(EQ_LIVE, elem_classes="equation")
                 md(EQ_GAME, elem_classes="equation")
         timer = gr.Timer(LIVE_TICK, active=False)
 
         def new_runner(dataset: str, loss: str, lr_g: float, lr_d: float, d_steps: float, seed: float,
-                       pts: list) -> live.LiveRunner:
+                       pts: list) -> LiveRunner:
             cfg = live.LiveConfig(dataset=dataset, loss=loss, lr_g=lr_g, lr_d=lr_d, d_steps=d_steps, seed=seed,
                                   points=pts if dataset == "custom" else None)
-            return live.LiveRunner(live.LiveGAN(cfg.validate()))
+            return LiveRunner(live.LiveGAN(cfg.validate()))
 
-        def frame(r: live.LiveRunner, arrows: str):
-            return r, r.gan.render(LIVE_SIZE, arrows), _live_stats(r.gan, r.info), _live_losses(r.gan)
+        def frame(r: LiveRunner, arrows: str, wait: float = 0.0):
+            png = r.latest(wait) if r.running else None
+            if png is not None:       # playing: the worker's newest picture and statistics
+                return r, frame_file(r, png), _live_stats(r.info, r.modes), _live_losses(r.loss_rows)
+            g = r.gan
+            return (r, g.render(LIVE_SIZE, arrows), _live_stats(r.info, g.modes_covered(), r.stopped),
+                    _live_losses(g.losses(max_points=200)))
 
         @user_errors
         def reset_api(r, dataset: str, loss: str, lr_g: float, lr_d: float, d_steps: float, seed: float,
@@ -256,11 +281,11 @@ def build_live() -> None:
         @user_errors
         def play_api(r, dataset: str, loss: str, lr_g: float, lr_d: float, d_steps: float, seed: float,
                      arrows: str, pts: list):
-            """Train continuously (in the background) until paused or the run's budget is spent."""
+            """Train continuously (in a worker process) until paused or the run's budget is spent."""
             if r is None or r.gan.done:
                 r = new_runner(dataset, loss, lr_g, lr_d, d_steps, seed, pts)
-            r.play()
-            return (*frame(r, arrows), gr.Timer(active=True))
+            r.play(arrows, LIVE_SIZE)
+            return (*frame(r, arrows, wait=0.5), gr.Timer(active=True))
 
         @user_errors
         def pause_api(r, arrows: str):
@@ -272,23 +297,23 @@ def build_live() -> None:
 
         @user_errors
         def step_api(r, n: float, arrows: str):
-            """Run ``n`` optimisation steps of this session's (paused) run and return the new picture."""
+            """Run ``n`` optimisation steps of this session's run (pausing it first) and return the picture."""
             if r is None:
                 raise UserInputError("Press Reset or Play first to start a run.")
-            if r.running:
-                raise UserInputError("The run is playing: pause it before stepping.")
+            r.pause()
             r.info = r.gan.step(n)
-            return frame(r, arrows)
+            return (*frame(r, arrows), gr.Timer(active=False))
 
         @user_errors
         def tick_api(r, arrows: str):
-            """One picture of the running training (the timer calls this 5 times a second)."""
+            """The newest picture of the running training (the timer calls this 5 times a second)."""
             if r is None:
                 return None, gr.update(), gr.update(), gr.update(), gr.Timer(active=False)
+            out = frame(r, arrows, wait=0.1)
             if r.error:
                 gr.Warning(r.error)
-                return (*frame(r, arrows)[:2], f"**{r.error}**", _live_losses(r.gan), gr.Timer(active=False))
-            return (*frame(r, arrows), gr.Timer(active=r.running))
+                return (*out[:2], f"**{r.error}**", out[3], gr.Timer(active=False))
+            return (*out, gr.Timer(active=r.running))
 
         def on_click(s, dataset: str, pts: list, evt: gr.SelectData):
             if dataset != "custom":
@@ -309,7 +334,7 @@ def build_live() -> None:
         play.click(play_api, [session, *settings], [*outs, timer], api_name="gan_live_play")
         pause.click(pause_api, [session, arrows], [*outs, timer], api_name="gan_live_pause")
         n_steps = gr.Number(50, visible=False)
-        step_btn.click(step_api, [session, n_steps, arrows], outs, api_name="gan_live_step",
+        step_btn.click(step_api, [session, n_steps, arrows], [*outs, timer], api_name="gan_live_step",
                        concurrency_limit=2, concurrency_id="gan_live")
         timer.tick(tick_api, [session, arrows], [*outs, timer], api_name="gan_live_tick", show_progress="hidden",
                    concurrency_limit=None, trigger_mode="always_last")
