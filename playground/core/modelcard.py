@@ -23,6 +23,18 @@ def _table(d: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _is_records(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(r, dict) for r in v)
+
+
+def _rows(rows: list[dict[str, Any]]) -> str:
+    """A list of records as one Markdown table (columns in first-seen order)."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    out = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
 def write_card(folder: Path, title: str, summary: str, command: str, data: str,
                extra_sections: dict[str, str] | None = None) -> Path:
     config = read_json(folder / "config.json", {})
@@ -40,12 +52,15 @@ def write_card(folder: Path, title: str, summary: str, command: str, data: str,
         "## Measured figures", "",
         "Measured by `python -m playground evaluate` on this machine (2-core CPU)." if metrics else "",
         "",
-        _table({k: v for k, v in metrics.items() if not isinstance(v, dict)}) if metrics else "(not evaluated yet)",
+        _table({k: v for k, v in metrics.items() if not (isinstance(v, dict) or _is_records(v))}) if metrics
+        else "(not evaluated yet)",
         "",
     ]
     for key, value in metrics.items():
         if isinstance(value, dict):
             parts += [f"### {key}", "", _table(value), ""]
+        elif _is_records(value):
+            parts += [f"### {key}", "", _rows(value), ""]
     for head, body in (extra_sections or {}).items():
         parts += [f"## {head}", "", body, ""]
     parts += ["## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", "",
