@@ -10,9 +10,10 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from playground.core.settings import Settings, get_settings  # noqa: E402
+from playground.diffusion.service import DiffusionService  # noqa: E402
 from playground.gan import live_process  # noqa: E402
 from playground.gan.service import GANService  # noqa: E402
-from playground.ui import common, gan_tab, vae_tab  # noqa: E402
+from playground.ui import common, diffusion_tab, gan_tab, vae_tab  # noqa: E402
 from playground.vae.service import VAEService  # noqa: E402
 
 HEADER = """
@@ -31,9 +32,10 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     # The queue's worker count per event. Gradio reads it when the Blocks context closes (which
     # enables the queue); calling demo.queue() again afterwards would rebuild the whole server app.
     os.environ["GRADIO_DEFAULT_CONCURRENCY_LIMIT"] = str(settings.concurrency)
-    vae, gan = VAEService(settings), GANService(settings)
+    vae, gan, diffusion = VAEService(settings), GANService(settings), DiffusionService(settings)
     vae.warmup()  # load every model now: no visitor's first request waits on loading
     gan.warmup()
+    diffusion.warmup()
     threading.Thread(target=live_process.warm_up, name="live-forkserver", daemon=True).start()
     # delete_cache: every 10 min, drop served files older than 30 min (live pictures add up).
     with gr.Blocks(title="Generative Playground", delete_cache=(600, 1800)) as demo:
@@ -43,6 +45,8 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 vae_tab.build(vae)
             with gr.Tab("GAN", id="gan"):
                 gan_tab.build(gan)
+            with gr.Tab("Diffusion", id="diffusion"):
+                diffusion_tab.build(diffusion)
     return demo
 
 

@@ -31,6 +31,7 @@ import torch.nn as nn
 from PIL import Image
 
 from ..core import validation as V
+from ..core.checkpoint import read_json
 from ..core.device import best_device
 from ..core.images import make_grid, to_pil
 from ..core.registry import REGISTRY, ModelRegistry
@@ -311,6 +312,12 @@ class DiffusionService:
                     lane.step()
 
     # ---- forward process ------------------------------------------------------------------------
+    def quality(self, name: str) -> list[dict[str, Any]]:
+        """The "steps vs quality" rows measured by ``python -m playground evaluate`` (empty if not yet)."""
+        V.check_choice(name, "model", list(DIFFUSION_MODELS))
+        metrics = read_json(self.settings.checkpoints_dir / DIFFUSION_MODELS[name][0] / "metrics.json", {})
+        return list(metrics.get("steps_vs_quality", []))
+
     def forward_process(self, digit: Any = 0, t: Any = 500, seed: Any = 0) -> dict[str, Any]:
         """Test digit ``digit`` (0 … 999) noised to step ``t`` (0 … 999) with q(x_t | x_0) (DDPM eq. 4),
         for the linear (DDPM) and the cosine (iDDPM eq. 17) schedule with the *same* ε (drawn from
