@@ -3,20 +3,21 @@
 Why a process: the live trainer's steps are tiny matrix products whose cost is mostly Python
 overhead, so a training *thread* shares the GIL with the web server, and on a 2-core host it
 reached only 120-200 steps/s at under 5 pictures/s. In its own process (one intra-op thread) the
-run trains at full speed and draws its own pictures; the server only forwards the newest one.
+run trains at full speed on one core while the server draws the pictures on the other.
 
 Life of a run: the :class:`LiveGAN` lives in the server while paused (Step, Reset and the picture
 work on it directly). :meth:`LiveRunner.play` ships it (pickled: networks, optimisers and RNG
-state; plain pickle, not torch's shared-memory tensors) to a worker forked from a preloaded fork server; the worker alternates ``FRAME_SECONDS``
-of training with one rendered picture and sends each picture with its statistics through a
-queue. On pause, when the run's step/time budget is spent, when its loss diverges, or when nobody
-has asked for a picture for ``ABANDONED_SECONDS`` (the browser tab was closed), the worker sends
-the trained LiveGAN back and exits. At most ``max_workers`` runs play at once (the others are
-told to wait), so the host's cores are shared among a bounded number of learners.
+state; plain pickle, not torch's shared-memory tensors) to a worker forked from a preloaded fork
+server. The worker trains in slices of ``FRAME_SECONDS`` and after each sends a snapshot (both
+networks' weights — a few KB —, the step report, the thinned loss history) through a queue;
+:meth:`LiveRunner.refresh` loads the newest snapshot into the server's copy, which the timer then
+draws. On pause, when the run's step/time budget is spent, when its loss diverges, or when nobody
+has looked for ``ABANDONED_SECONDS`` (the browser tab was closed), the worker sends the whole
+trained LiveGAN back and exits. At most ``max_workers`` runs play at once (the others are told to
+wait), so the host's cores are shared among a bounded number of learners.
 """
 from __future__ import annotations
 
-import io
 import multiprocessing as mp
 import pickle
 import queue
@@ -27,9 +28,9 @@ from typing import Any
 from ..core.errors import UserInputError
 from ..core.settings import get_settings
 
-FRAME_SECONDS = 0.15        # training time between two pictures (+ ~15 ms to draw: ~6 pictures/s)
+FRAME_SECONDS = 0.1         # training time between two snapshots sent to the server
 ABANDONED_SECONDS = 20.0    # no picture requested for this long: the learner has gone, stop
-BACKLOG = 4                 # pictures waiting in the queue beyond this are dropped (not drawn)
+BACKLOG = 4                 # snapshots waiting in the queue beyond this are not sent
 LOSS_POINTS = 200
 
 _ctx = mp.get_context("forkserver")
@@ -44,15 +45,9 @@ def max_workers() -> int:
     return get_settings().live_workers
 
 
-def _png(img: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def _worker(state: bytes, arrows: str, size: int, out: Any, control: Any, last_seen: Any,
-            abandon_after: float) -> None:
-    """The worker's loop (runs in the child process)."""
+def _worker(state: bytes, out: Any, control: Any, last_seen: Any, abandon_after: float) -> None:
+    """The worker's loop (runs in the child process): train for ``FRAME_SECONDS``, send a snapshot
+    (both networks' weights, the step report, the thinned loss history), repeat."""
     import torch
 
     from ..core.errors import UserInputError as _Err
@@ -62,12 +57,8 @@ def _worker(state: bytes, arrows: str, size: int, out: Any, control: Any, last_s
     error = None
     reason = "paused"
     while True:
-        if control.poll():
-            msg = control.recv()
-            if msg[0] == "pause":
-                break
-            if msg[0] == "arrows":
-                arrows = msg[1]
+        if control.poll() and control.recv()[0] == "pause":
+            break
         if time.time() - last_seen.value > abandon_after:
             reason = "abandoned"
             break
@@ -77,8 +68,8 @@ def _worker(state: bytes, arrows: str, size: int, out: Any, control: Any, last_s
             error, reason = str(exc), "diverged"
             break
         if out.qsize() < BACKLOG:
-            out.put(("frame", _png(gan.render(size, arrows)), info, gan.losses(max_points=LOSS_POINTS),
-                     gan.modes_covered()))
+            weights = pickle.dumps((gan.G.state_dict(), gan.D.state_dict()))
+            out.put(("snapshot", weights, info, gan.losses(max_points=LOSS_POINTS)))
         if gan.done:
             reason = "done"
             break
@@ -95,8 +86,9 @@ def warm_up() -> None:
 class LiveRunner:
     """One browser session's live run: the paused :class:`LiveGAN`, or the worker training it.
 
-    ``info`` is the newest step report, ``error`` a divergence message; :meth:`latest` gives the
-    newest picture (PNG bytes) while playing. Deep copies share the object (``gr.State``).
+    ``info`` is the newest step report, ``error`` a divergence message, ``loss_rows`` the worker's
+    thinned loss history while playing; :meth:`refresh` brings the paused copy up to date with the
+    worker's newest weights. Deep copies share the object (``gr.State``).
     """
 
     def __init__(self, gan: Any) -> None:
@@ -104,9 +96,7 @@ class LiveRunner:
         self.info: dict[str, Any] = gan.step(0)
         self.error: str | None = None
         self.stopped: str = ""
-        self.png: bytes | None = None
         self.loss_rows: list[dict[str, Any]] | None = None
-        self.modes: tuple[int, int] | None = None
         self._proc: Any = None
         self._out: Any = None
         self._control: Any = None
@@ -117,9 +107,9 @@ class LiveRunner:
     def running(self) -> bool:
         return self._proc is not None
 
-    def play(self, arrows: str, size: int, abandon_after: float = ABANDONED_SECONDS) -> None:
+    def play(self, abandon_after: float = ABANDONED_SECONDS) -> None:
         """Start training in a worker process (no-op if already playing or the budget is spent);
-        it stops by itself when :meth:`latest` has not been called for ``abandon_after`` seconds."""
+        it stops by itself when :meth:`refresh` has not been called for ``abandon_after`` seconds."""
         with self._lock:
             if self.running or self.gan.done:
                 return
@@ -131,37 +121,46 @@ class LiveRunner:
                 self._control = mine
                 self._seen = _ctx.Value("d", time.time(), lock=False)
                 self._proc = _ctx.Process(target=_worker, name="live-gan", daemon=True,
-                                          args=(pickle.dumps(self.gan), arrows, size, self._out, theirs, self._seen,
+                                          args=(pickle.dumps(self.gan), self._out, theirs, self._seen,
                                                 abandon_after))
                 self._proc.start()
                 _active.add(id(self))
-            self.error, self.stopped, self.png = None, "", None
+            self.error, self.stopped, self.loss_rows = None, "", None
 
-    def set_arrows(self, arrows: str) -> None:
-        with self._lock:
-            if self.running:
-                self._control.send(("arrows", arrows))
-
-    def latest(self, wait: float = 0.0) -> bytes | None:
-        """Collect the worker's messages; return the newest picture (None if none yet)."""
+    def refresh(self, wait: float = 0.0) -> bool:
+        """Apply the worker's newest snapshot to this runner's :class:`LiveGAN` (so that it can be
+        drawn here, on the server's own core) and take the run back if the worker has finished.
+        Waits up to ``wait`` seconds for a snapshot when none is queued. True if anything changed."""
         with self._lock:
             if not self.running:
-                return self.png
+                return False
             self._seen.value = time.time()
             deadline = time.perf_counter() + wait
+            newest = None
             while True:
                 try:
-                    msg = self._out.get(timeout=max(0.0, deadline - time.perf_counter())) if wait else \
-                        self._out.get_nowait()
+                    msg = (self._out.get(timeout=max(0.0, deadline - time.perf_counter())) if wait and newest is None
+                           else self._out.get_nowait())
                 except queue.Empty:
                     break
-                if msg[0] == "frame":
-                    self.png, self.info, self.loss_rows, self.modes = msg[1], msg[2], msg[3], msg[4]
-                    wait = 0.0
+                if msg[0] == "snapshot":
+                    newest = msg
                 else:
                     self._finish(msg)
-                    break
-            return self.png
+                    return True
+            if newest is None:
+                return False
+            self._apply(newest)
+            return True
+
+    def _apply(self, msg: tuple) -> None:
+        _, weights, info, rows = msg
+        g_state, d_state = pickle.loads(weights)
+        with self.gan._lock:
+            self.gan.G.load_state_dict(g_state)
+            self.gan.D.load_state_dict(d_state)
+            self.gan.step_count, self.gan.compute_seconds = info["step"], info["seconds"]
+        self.info, self.loss_rows = info, rows
 
     def pause(self, timeout: float = 10.0) -> None:
         """Stop the worker and take the trained LiveGAN back (waits for it, at most ``timeout`` s)."""
@@ -181,8 +180,6 @@ class LiveRunner:
                     return
                 if msg[0] == "final":
                     self._finish(msg)
-                else:
-                    self.png, self.info, self.loss_rows, self.modes = msg[1], msg[2], msg[3], msg[4]
 
     def _finish(self, msg: tuple) -> None:
         _, state, error, reason = msg
@@ -204,7 +201,7 @@ class LiveRunner:
         self._proc = self._out = self._control = self._seen = None
         with _slots_lock:
             _active.discard(id(self))
-        self.png, self.loss_rows, self.modes = None, None, None
+        self.loss_rows = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "LiveRunner":   # a process cannot be copied: share it
         return self

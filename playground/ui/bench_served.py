@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import summary
+from .gan_tab import LIVE_TICK
 from ..core.settings import REPO_ROOT
 
 BARE_APP = Path(__file__).with_name("bare_app.py")
@@ -53,10 +54,11 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _stat(stats: str, key: str) -> str:
-    return stats.split(key)[1].split("*")[0].strip() if key in stats else ""
+    """The value after ``key`` in the live trainer's Markdown stats line (bold markers removed)."""
+    return stats.split(key)[1].lstrip("*").split("*")[0].split(" ")[0].strip() if key in stats else ""
 
 
-def live(client: Any, loss: str = "wgan-gp", seconds: float = 30.0, tick: float = 0.2) -> dict[str, Any]:
+def live(client: Any, loss: str = "wgan-gp", seconds: float = 30.0, tick: float = LIVE_TICK) -> dict[str, Any]:
     """One learner's live 2-D run, watched the way the browser's timer does (a /gan_live_tick call
     every ``tick`` s): training steps per wall-clock second, *new* pictures per second, and the
     seconds until all 8 modes of the ring are covered."""

@@ -32,9 +32,10 @@ def test_cosine_keeps_more_signal_midway(client):
 
 def test_schedule_plot_marks_t(client):
     ab, snr = client.predict(t=250, api_name="/schedule_plot")
-    rows = ab["value"]["data"] if isinstance(ab, dict) and "value" in ab else ab["data"]
-    assert any(r[-1] == "t" and r[0] == 250 for r in rows)
-    assert {r[-1] for r in rows} >= {"linear", "cosine", "t"}
+    rows = [dict(zip(ab["columns"], r)) for r in ab["data"]]
+    assert any(r["series"] == "t" and r["t"] == 250 for r in rows)
+    assert {r["series"] for r in rows} >= {"linear", "cosine", "t"}
+    assert any(r["series"] == "t" for r in (dict(zip(snr["columns"], x)) for x in snr["data"]))
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -19,17 +19,19 @@ def _runner(**kw) -> LiveRunner:
 def _wait_for_step(r: LiveRunner, at_least: int, timeout: float = 30.0) -> None:
     deadline = time.time() + timeout
     while r.running and r.info["step"] < at_least and time.time() < deadline:
-        r.latest(0.2)
+        r.refresh(0.2)
     assert r.info["step"] >= at_least or not r.running
 
 
 def test_play_trains_in_a_worker_and_pause_brings_the_state_back():
     r = _runner()
-    r.play("motion", 120)
+    r.play()
     assert r.running
+    before = [p.clone() for p in r.gan.G.parameters()]
     _wait_for_step(r, 60)
-    png = r.latest(0.5)
-    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert r.gan.step_count == r.info["step"] >= 60                 # the server's copy follows the worker
+    assert any(not torch.equal(a, b) for a, b in zip(before, r.gan.G.parameters()))
+    assert r.loss_rows and r.gan.render(96).size == (96, 96)
     r.pause()
     assert not r.running and r.error is None and r.stopped == "paused"
     n = r.gan.step_count
@@ -37,7 +39,7 @@ def test_play_trains_in_a_worker_and_pause_brings_the_state_back():
     assert len(r.gan.losses()) >= n // live.LOG_EVERY - 1     # the history came back with the networks
     r.gan.step(5)                                               # the returned run keeps training in process
     assert r.gan.step_count == n + 5
-    r.play("none", 120)                                         # and can be played again from there
+    r.play()                                         # and can be played again from there
     _wait_for_step(r, n + 20)
     r.pause()
     assert r.gan.step_count >= n + 20
@@ -45,10 +47,10 @@ def test_play_trains_in_a_worker_and_pause_brings_the_state_back():
 
 def test_budget_end_returns_the_finished_run():
     r = _runner(max_steps=40)
-    r.play("motion", 64)
+    r.play()
     deadline = time.time() + 30
     while r.running and time.time() < deadline:
-        r.latest(0.2)
+        r.refresh(0.2)
     assert not r.running and r.gan.done and r.gan.step_count == 40 and r.stopped == "done"
 
 
@@ -56,31 +58,33 @@ def test_divergence_in_the_worker_is_reported():
     r = _runner()
     with torch.no_grad():
         r.gan.G[-1].bias.fill_(float("nan"))      # what an absurd learning rate would do eventually
-    r.play("motion", 64)
+    r.play()
     deadline = time.time() + 30
     while r.running and time.time() < deadline:
-        r.latest(0.2)
+        r.refresh(0.2)
     assert not r.running and r.stopped == "diverged"
     assert r.error is not None and "diverged" in r.error
 
 
 def test_a_run_nobody_watches_stops_by_itself():
     r = _runner()
-    r.play("motion", 64, abandon_after=0.5)
-    time.sleep(2.5)
-    r.latest()
+    r.play(abandon_after=0.5)
+    time.sleep(2.0)                      # nobody calls refresh() meanwhile
+    deadline = time.time() + 10
+    while r.running and time.time() < deadline:
+        r.refresh(0.2)                   # (the queue may still hold snapshots sent before it stopped)
     assert not r.running and r.stopped == "abandoned" and r.gan.step_count > 0
 
 
 def test_at_most_max_workers_runs_play_at_once(monkeypatch):
     monkeypatch.setattr(live_process, "max_workers", lambda: 1)
     a, b = _runner(), _runner()
-    a.play("none", 64)
+    a.play()
     try:
         with pytest.raises(UserInputError, match="busy"):
-            b.play("none", 64)
+            b.play()
     finally:
         a.pause()
-    b.play("none", 64)                                          # the slot is free again
+    b.play()                                          # the slot is free again
     b.pause()
     assert not b.running
