@@ -114,8 +114,9 @@ def build(service: DiffusionService) -> None:
     md(INTRO, elem_classes="lesson-intro")
     build_forward(service)
     if models:
-        build_compare(service, models)
-        build_sample(service, models)
+        guard = gr.State(RunGuard())      # one run at a time per session, across both sampling tabs
+        build_compare(service, models, guard)
+        build_sample(service, models, guard)
         build_quality(service, models)
     else:
         md("*The denoisers are not trained yet: `python -m playground train diffusion_unet`.*")
@@ -195,9 +196,8 @@ def _status(frame: dict[str, Any], label: str) -> str:
 
 
 # ---- 2. DDPM vs DDIM ------------------------------------------------------------------------------
-def build_compare(service: DiffusionService, models: list[str]) -> None:
+def build_compare(service: DiffusionService, models: list[str], guard: gr.State) -> None:
     with gr.Tab("DDPM vs DDIM", id="diff-compare"):
-        guard = gr.State(RunGuard())
         with gr.Row():
             with gr.Column(scale=1):
                 c = _controls(models, 4, DDPM_MAX_SAMPLES)
@@ -284,9 +284,8 @@ def _stop(g: RunGuard | None) -> str:
 
 
 # ---- 3. one sampler (the /denoise endpoint) -------------------------------------------------------
-def build_sample(service: DiffusionService, models: list[str]) -> None:
+def build_sample(service: DiffusionService, models: list[str], guard: gr.State) -> None:
     with gr.Tab("Sample", id="diff-sample"):
-        guard = gr.State(RunGuard())
         with gr.Row():
             with gr.Column(scale=1):
                 sampler = gr.Radio([(SAMPLER_LABELS[s], s) for s in SAMPLER_LABELS], value="ddim", label="Sampler")
