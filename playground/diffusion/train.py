@@ -67,7 +67,7 @@ class DiffusionTrainConfig:
 PRESETS: dict[str, DiffusionTrainConfig] = {
     # batch 64: on the CPU the cost per image is flat from batch 32 up, so smaller batches buy more
     # updates per minute (62 per epoch); one epoch ≈ 40 s on one busy core, ≈ 20-25 s on two
-    "diffusion_unet": DiffusionTrainConfig(UNetConfig(), epochs=150,
+    "diffusion_unet": DiffusionTrainConfig(UNetConfig(), epochs=120,
                                            notes="lean U-Net (32/64/128 at 28/14/7, attention at 7x7)"),
     "diffusion_dit": DiffusionTrainConfig(DiTConfig(), epochs=150,
                                           notes="DiT, patch 4 (49 tokens), width 128, depth 6, adaLN-Zero"),
