@@ -32,11 +32,9 @@ from PIL import Image
 
 from ..core import validation as V
 from ..core.checkpoint import read_json
-from ..core.device import best_device
 from ..core.images import make_grid, to_pil
-from ..core.registry import REGISTRY, ModelRegistry
+from ..core.service import Service
 from ..core.seeding import randn
-from ..core.settings import Settings, get_settings
 from ..data import mnist
 from .sampler import SAMPLERS, Sampler, _denoise_step, initial_noise, make_sampler, normalize_labels
 from .schedule import KINDS, NoiseSchedule, make_schedule
@@ -272,20 +270,13 @@ def _eta_seconds(elapsed: float, done: int, total: int) -> float:
 
 
 # -------------------------------------------------------------------------------------- service
-class DiffusionService:
+class DiffusionService(Service):
     """The digit denoisers (U-Net, DiT): forward process, schedules, streamed sampling, DDPM vs DDIM."""
-
-    def __init__(self, settings: Settings | None = None, registry: ModelRegistry = REGISTRY) -> None:
-        self.settings = settings or get_settings()
-        self.registry = registry
-        self.device = best_device(self.settings.device)
-        self.limits = self.settings.limits
 
     # ---- models -------------------------------------------------------------------------------
     def available(self) -> list[str]:
         """API names of the denoisers whose ``checkpoints/<folder>/model.safetensors`` exists."""
-        root = self.settings.checkpoints_dir
-        return [m for m, (folder, _) in DIFFUSION_MODELS.items() if (root / folder / "model.safetensors").exists()]
+        return self._present({m: folder for m, (folder, _) in DIFFUSION_MODELS.items()}, "model.safetensors")
 
     def model(self, name: str) -> LoadedDenoiser:
         """The denoiser ``name``, loaded once (registry key ``diffusion/<name>``) onto the device."""

@@ -11,11 +11,9 @@ from PIL import Image, ImageDraw
 
 from ..core import validation as V
 from ..core.checkpoint import load_weights, read_history, read_json
-from ..core.device import best_device
-from ..core.images import make_grid, to_pil
-from ..core.registry import REGISTRY, ModelRegistry
+from ..core.images import to_pil
+from ..core.service import Service
 from ..core.seeding import randn
-from ..core.settings import Settings, get_settings
 from ..eval.classifier import DigitClassifier, load_classifier
 from .model import GANConfig, build
 
@@ -41,16 +39,9 @@ class LoadedGAN:
         return self.train.get("loss", "bce")
 
 
-class GANService:
-    def __init__(self, settings: Settings | None = None, registry: ModelRegistry = REGISTRY) -> None:
-        self.settings = settings or get_settings()
-        self.registry = registry
-        self.device = best_device(self.settings.device)
-        self.limits = self.settings.limits
-
+class GANService(Service):
     def available(self) -> list[str]:
-        root = self.settings.checkpoints_dir
-        return [m for m, (folder, _) in GAN_MODELS.items() if (root / folder / "generator.safetensors").exists()]
+        return self._present({m: folder for m, (folder, _) in GAN_MODELS.items()}, "generator.safetensors")
 
     def model(self, name: str) -> LoadedGAN:
         V.check_choice(name, "model", list(GAN_MODELS))

@@ -16,11 +16,9 @@ from PIL import Image, ImageDraw
 
 from ..core import validation as V
 from ..core.checkpoint import load_weights, read_history, read_json
-from ..core.device import best_device
 from ..core.images import make_grid, to_pil
-from ..core.registry import REGISTRY, ModelRegistry
+from ..core.service import Service
 from ..core.seeding import randn
-from ..core.settings import Settings, get_settings
 from ..core.sketch import to_mnist_digit
 from ..data import mnist
 from .model import Autoencoder, VAEConfig, build_model
@@ -67,17 +65,10 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
     return torch.sin((1 - t) * omega) / so * z0 + torch.sin(t * omega) / so * z1
 
 
-class VAEService:
-    def __init__(self, settings: Settings | None = None, registry: ModelRegistry = REGISTRY) -> None:
-        self.settings = settings or get_settings()
-        self.registry = registry
-        self.device = best_device(self.settings.device)
-        self.limits = self.settings.limits
-
+class VAEService(Service):
     # ---- models -------------------------------------------------------------------------------
     def available(self) -> list[str]:
-        root = self.settings.checkpoints_dir
-        return [m for m in DIGIT_MODELS if (root / m / "model.safetensors").exists()]
+        return self._present({m: m for m in DIGIT_MODELS}, "model.safetensors")
 
     def model(self, name: str) -> Autoencoder:
         V.check_choice(name, "model", list(DIGIT_MODELS) + [SCENE_MODEL])
