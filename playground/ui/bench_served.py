@@ -94,6 +94,24 @@ def live(client: Any, loss: str = "wgan-gp", seconds: float = 30.0, tick: float 
             "last_stats": last}
 
 
+def diffusion_stream(client: Any, n: int = 4, model: str = "unet") -> dict[str, Any]:
+    """DDPM (1000 steps) vs DDIM (50) for ``n`` digits at guidance 3 through ``/denoise_compare``, as
+    the browser receives it: frames per second over the whole run and the longest gap between two."""
+    arrivals: list[float] = []
+    t0 = time.perf_counter()
+    job = client.submit(right="ddim", steps=50, eta=0.0, seed=0, label=3, guidance_scale=3.0, n=n, model=model,
+                        api_name="/denoise_compare")
+    last = None
+    for out in job:
+        arrivals.append(time.perf_counter() - t0)
+        last = out
+    frames = arrivals[:-1]                       # the last message is the final result
+    gaps = [b - a for a, b in zip(frames, frames[1:])]
+    return {"n": n, "total_seconds": round(arrivals[-1], 2), "frames": len(frames),
+            "frames_per_second": round(len(frames) / max(frames[-1] - frames[0], 1e-9), 2) if len(frames) > 1 else 0.0,
+            "longest_gap_s": round(max(gaps), 3) if gaps else None, "final_status": (last or [""] * 5)[4]}
+
+
 def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> dict[str, Any]:
     """Cold starts and API latency of the real app vs a bare one-button app, measured together."""
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PLAYGROUND_HOST="127.0.0.1")
@@ -101,6 +119,7 @@ def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> d
     z = [0.3] * 20
     cold: dict[str, list[float]] = {"app": [], "bare": []}
     lives: list[dict[str, Any]] = []
+    diffusion: dict[str, Any] = {}
     lat: dict[str, list[float]] = {"vae_decode": [], "noop": [], "gan_sample16": [], "noop16": []}
     rss = []
     for run in range(cold_runs):
@@ -135,10 +154,13 @@ def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> d
                         fn()
                         if i >= 5:
                             lat[name].append(time.perf_counter() - t)
-                if live_seconds > 0:
-                    from gradio_client import Client
+                from gradio_client import Client
 
-                    url = clients["app"].src
+                url = clients["app"].src
+                if "/denoise_compare" in clients["app"].view_api(return_format="dict",
+                                                                  print_info=False)["named_endpoints"]:
+                    diffusion = diffusion_stream(Client(url, verbose=False))
+                if live_seconds > 0:
                     lives = [live(Client(url, verbose=False), loss, live_seconds) for loss in ("wgan-gp", "bce")]
                 rss.append(_peak_rss_mb(dict((w, p) for w, p, _ in procs)["app"].pid))
         finally:
@@ -150,6 +172,8 @@ def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> d
                     proc.kill()
     dec, noop = summary(lat["vae_decode"]), summary(lat["noop"])
     extra: dict[str, Any] = {"live_2d": lives} if live_seconds > 0 else {}
+    if diffusion:
+        extra["diffusion_compare_stream"] = diffusion
     if lat["gan_sample16"]:
         g16, n16 = summary(lat["gan_sample16"]), summary(lat["noop16"])
         extra |= {"api_gan_sample16": g16, "api_noop_gallery16": n16,
