@@ -353,22 +353,34 @@ def evaluate_and_card(name: str, checkpoints: Path, n: int = 500, n_ddpm: int | 
     null_label = int(config["model"].get("num_classes", 10))
     judge = Judge(load_classifier(checkpoints / "classifier"))
     cache_dir = checkpoints.parent / "runs" / name / "eval" / weights_hash(folder) if cache else None
-    rows = quality_table(net, schedule, null_label, judge, n, n_ddpm, batch, seed, cache_dir, progress=progress)
-    reference = judge.reference(n, seed, all_train=not quick)
     metrics: dict[str, Any] = {"samples_per_row": n, "samples_per_ddpm_row": n_ddpm, "seed": seed,
-                               "weights_sha256_12": weights_hash(folder), **headline(rows)}
-    metrics["reference_real_digits"] = reference
-    if speed:
+                               "weights_sha256_12": weights_hash(folder)}
+    if speed:                                    # minutes, where the quality table takes hours: written first
         metrics["speed"] = speed_figures(net, schedule, null_label, quick)
         metrics["forward_throughput"] = forward_throughput(net, repeats=3 if quick else 20, null_label=null_label)
         metrics["ddim_loop_vs_diffusers"] = ddim_vs_diffusers(net, schedule, null_label, repeats=1 if quick else 3)
+        write_json(folder / "metrics.json", metrics)
+        write_diffusion_card(name, folder)
+    rows = quality_table(net, schedule, null_label, judge, n, n_ddpm, batch, seed, cache_dir, progress=progress)
+    reference = judge.reference(n, seed, all_train=not quick)
+    metrics.update(headline(rows))
+    metrics["reference_real_digits"] = reference
     metrics["steps_vs_quality"] = rows
     write_json(folder / "metrics.json", metrics)
+    write_diffusion_card(name, folder, rows, reference)
+    return metrics
+
+
+def write_diffusion_card(name: str, folder: Path, rows: list[dict[str, Any]] | None = None,
+                         reference: dict[str, Any] | None = None) -> Path:
+    """The model card from the files beside the weights (and the quality rows, once measured)."""
     training = read_json(folder / "training.json", {})
     minutes = training.get("wall_minutes")
     summary = SUMMARIES.get(name, name) + (f" Trained for {minutes} minutes." if minutes is not None else "")
-    write_card(folder, title=f"`{name}` — {'U-Net' if 'unet' in name else 'DiT'} digit denoiser",
-               summary=summary,
-               command=f"python -m playground train {name} && python -m playground evaluate {name}",
-               data=DATA, extra_sections={"Steps vs quality": METHOD + "\n\n" + markdown_table(rows, reference)})
-    return metrics
+    quality = (METHOD + "\n\n" + markdown_table(rows, reference or {}) if rows else
+               f"Not measured yet: `python -m playground evaluate {name}` (about 2 hours on this 2-core CPU; "
+               "finished rows are cached, so an interrupted run resumes).")
+    return write_card(folder, title=f"`{name}` — {'U-Net' if 'unet' in name else 'DiT'} digit denoiser",
+                      summary=summary,
+                      command=f"python -m playground train {name} && python -m playground evaluate {name}",
+                      data=DATA, extra_sections={"Steps vs quality": quality})
