@@ -29,6 +29,7 @@ from ..core.seeding import make_generator
 from .schedule import NoiseSchedule, make_schedule
 
 SAMPLERS = ("ddpm", "ddim", "dpm++", "euler")
+_DIFFUSERS_IMPORT = threading.Lock()
 SPACINGS = ("leading", "trailing", "linspace")
 
 Noise = torch.Tensor | Sequence[torch.Generator] | None
@@ -315,7 +316,8 @@ def make_sampler(name: str, schedule: NoiseSchedule, *, eta: float = 0.0, clip_s
                            steps_offset=steps_offset)
     if clip_sample:
         raise ValueError(f"{name} does not clip x̂_0 (diffusers has no such option for it)")
-    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler  # slow import: only when asked
+    with _DIFFUSERS_IMPORT:   # slow import, only when asked; diffusers' lazy module is not thread-safe
+        from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     cfg = schedule.diffusers_config()
     if name == "dpm++":

@@ -19,6 +19,7 @@ diffusers' DPM-Solver++ and Euler); this module only drives it and turns tensors
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -291,16 +292,25 @@ class DiffusionService(Service):
 
         return self.registry.get(f"diffusion/{name}", load)
 
-    def warmup(self) -> None:
-        """Load every available denoiser, run two tiny sampling steps with each (first-call kernel set-up)
-        and import diffusers' solvers once (about 5 s), so the first visitor does not wait for them."""
+    def warmup(self, background_solvers: bool = True) -> None:
+        """Load every available denoiser and run two tiny DDIM steps with each (first-call kernel
+        set-up) before serving. DPM-Solver++ needs diffusers, whose import takes about 5 s: that part
+        runs in a background thread (``background_solvers``), so it does not delay start-up."""
         for name in self.available():
-            m = self.model(name)
-            for sampler in ("ddim", "dpm++"):
-                lane = Lane.start(sampler, build_sampler(sampler, m.schedule, 2), m.net,
-                                  DenoiseRequest(sampler, 2, 0.0, 0, 1, 2.0, 1, name), m.null_label, self.device)
-                while not lane.done:
-                    lane.step()
+            self._warm(name, "ddim")
+        if self.available():
+            if background_solvers:
+                threading.Thread(target=self._warm, args=(self.available()[0], "dpm++"), name="warm-dpm",
+                                 daemon=True).start()
+            else:
+                self._warm(self.available()[0], "dpm++")
+
+    def _warm(self, name: str, sampler: str) -> None:
+        m = self.model(name)
+        lane = Lane.start(sampler, build_sampler(sampler, m.schedule, 2), m.net,
+                          DenoiseRequest(sampler, 2, 0.0, 0, 1, 2.0, 1, name), m.null_label, self.device)
+        while not lane.done:
+            lane.step()
 
     # ---- forward process ------------------------------------------------------------------------
     def quality(self, name: str) -> list[dict[str, Any]]:
