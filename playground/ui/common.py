@@ -18,6 +18,7 @@ log = logging.getLogger("playground")
 CSS = """
 .pixelated img, img.pixelated { image-rendering: pixelated; image-rendering: crisp-edges; }
 .equation { font-size: 0.95em; }
+.equation .katex-display { overflow-x: auto; overflow-y: hidden; }
 .lesson-intro { max-width: 60em; }
 .figure-note { color: var(--body-text-color-subdued); font-size: 0.85em; }
 """
