@@ -98,7 +98,7 @@ def build_digits(service: GANService, models: list[str]) -> None:
                 mode = gr.Radio(list(TRUNCATIONS), value="rescale", label="Truncation: rescale z or clip it")
                 btn = gr.Button("Sample", variant="primary")
             with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Samples", columns=8, height=420, format="png", elem_classes="pixelated",
+                gallery = gr.Gallery(label="Samples", columns=4, height=460, format="png", elem_classes="pixelated",
                                      elem_id="gan-gallery")
             with gr.Column(scale=2):
                 md(EQ_TRUNC, elem_classes="equation")
