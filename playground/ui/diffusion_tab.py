@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
@@ -83,6 +85,16 @@ class RunGuard:
             self.heartbeat = time.monotonic()
             return self.stop_requested
 
+    @contextmanager
+    def run(self) -> Iterator[Callable[[], bool]]:
+        """``with guard.run() as should_stop:`` claims the session's one run (or raises a user
+        error) and hands the sampler its stop check; the run is released however it ends."""
+        run_id = self.begin()
+        try:
+            yield lambda: self.should_stop(run_id)
+        finally:
+            self.end(run_id)
+
     def end(self, run_id: int) -> None:
         with self._lock:
             if run_id == self.run_id:
@@ -95,6 +107,12 @@ class RunGuard:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "RunGuard":   # each session gets its own guard
         return RunGuard()
+
+
+def _stream_image(label: str, elem_id: str | None = None, height: int = 220) -> gr.Image:
+    """An output image for streamed digit grids (pixelated, not editable)."""
+    return gr.Image(label=label, type="pil", format="png", height=height, interactive=False,
+                    elem_classes="pixelated", elem_id=elem_id)
 
 
 def _img(im, **params: Any):
@@ -214,22 +232,16 @@ def build_compare(service: DiffusionService, models: list[str], guard: gr.State)
                     with gr.Column():
                         md("**DDPM** — 1000 steps")
                         with gr.Row():
-                            l_xt = gr.Image(label="x_t", type="pil", format="png", height=220, interactive=False,
-                                            elem_classes="pixelated", elem_id="diff-ddpm-xt")
-                            l_x0 = gr.Image(label="predicted x̂₀", type="pil", format="png", height=220,
-                                            interactive=False, elem_classes="pixelated", elem_id="diff-ddpm-x0")
+                            l_xt = _stream_image("x_t", "diff-ddpm-xt")
+                            l_x0 = _stream_image("predicted x̂₀", "diff-ddpm-x0")
                     with gr.Column():
                         right_title = md("**DDIM** — 50 steps", elem_id="diff-right-title")
                         with gr.Row():
-                            r_xt = gr.Image(label="x_t", type="pil", format="png", height=220, interactive=False,
-                                            elem_classes="pixelated", elem_id="diff-right-xt")
-                            r_x0 = gr.Image(label="predicted x̂₀", type="pil", format="png", height=220,
-                                            interactive=False, elem_classes="pixelated", elem_id="diff-right-x0")
+                            r_xt = _stream_image("x_t", "diff-right-xt")
+                            r_x0 = _stream_image("predicted x̂₀", "diff-right-x0")
                 with gr.Row():
-                    l_traj = gr.Image(label="DDPM trajectory (x_t at chosen steps, then x₀)", type="pil",
-                                      format="png", interactive=False, elem_classes="pixelated", height=200)
-                    r_traj = gr.Image(label="Right sampler's trajectory", type="pil", format="png",
-                                      interactive=False, elem_classes="pixelated", height=200)
+                    l_traj = _stream_image("DDPM trajectory (x_t at chosen steps, then x₀)", height=200)
+                    r_traj = _stream_image("Right sampler's trajectory", height=200)
                 timing = md("", elem_id="diff-compare-timing")
         md(EQ_SAMPLERS, elem_classes="equation")
 
@@ -238,10 +250,9 @@ def build_compare(service: DiffusionService, models: list[str], guard: gr.State)
                         n: float, model: str, g: RunGuard | None = None):
             """Stream DDPM (1000 steps) and ``right`` (``steps`` steps) from the same noise, side by side."""
             g = g if isinstance(g, RunGuard) else RunGuard()
-            run = g.begin()
-            try:
+            with g.run() as should_stop:
                 it = service.compare(steps, eta, seed, label, guidance_scale, n, model, right,
-                                     should_stop=lambda: g.should_stop(run))
+                                     should_stop=should_stop)
                 params = dict(model=model, seed=seed, label=label, guidance_scale=guidance_scale)
                 for item in it:
                     if item["kind"] == "frame":
@@ -263,8 +274,6 @@ def build_compare(service: DiffusionService, models: list[str], guard: gr.State)
                             table += f"\n\n{SAMPLER_LABELS[right]} was **{item['speedup']:.0f}×** faster."
                         yield (_img(a["grid"], **params), gr.update(), _img(b["grid"], **params), gr.update(), text,
                                _img(a["trajectory"], **params), _img(b["trajectory"], **params), table)
-            finally:
-                g.end(run)
 
         outs = [l_xt, l_x0, r_xt, r_x0, status, l_traj, r_traj, timing]
         ins = [right, steps, eta, c["seed"], c["label"], c["guidance_scale"], c["n"], c["model"], guard]
@@ -298,10 +307,8 @@ def build_sample(service: DiffusionService, models: list[str], guard: gr.State) 
             with gr.Column(scale=3):
                 status = md("", elem_id="diff-sample-status")
                 with gr.Row():
-                    xt = gr.Image(label="x_t", type="pil", format="png", height=260, interactive=False,
-                                  elem_classes="pixelated", elem_id="diff-sample-xt")
-                    x0 = gr.Image(label="predicted x̂₀", type="pil", format="png", height=260, interactive=False,
-                                  elem_classes="pixelated", elem_id="diff-sample-x0")
+                    xt = _stream_image("x_t", "diff-sample-xt", height=260)
+                    x0 = _stream_image("predicted x̂₀", "diff-sample-x0", height=260)
                 gallery = gr.Gallery(label="Result", columns=8, height=300, format="png", elem_classes="pixelated",
                                      elem_id="diff-sample-gallery")
 
@@ -310,12 +317,11 @@ def build_sample(service: DiffusionService, models: list[str], guard: gr.State) 
                         n: float, model: str, g: RunGuard | None = None):
             """Stream one sampler's x_t and x̂₀, then the final digits."""
             g = g if isinstance(g, RunGuard) else RunGuard()
-            run = g.begin()
-            try:
+            with g.run() as should_stop:
                 params = dict(model=model, sampler=sampler, steps=steps, eta=eta, seed=seed, label=label,
                               guidance_scale=guidance_scale)
                 for item in service.denoise(sampler, steps, eta, seed, label, guidance_scale, n, model,
-                                            should_stop=lambda: g.should_stop(run)):
+                                            should_stop=should_stop):
                     if item["kind"] == "frame":
                         text = (f"{_status(item, SAMPLER_LABELS[sampler])} · elapsed {_clock(item['elapsed'])} · "
                                 f"ETA {_clock(item['eta_s'])}")
@@ -326,8 +332,6 @@ def build_sample(service: DiffusionService, models: list[str], guard: gr.State) 
                                 f"{_clock(item['seconds'])}")
                         imgs = [show(im, SCALE, index=i, **params) for i, im in enumerate(item["images"])]
                         yield gr.update(), gr.update(), text, imgs
-            finally:
-                g.end(run)
 
         ins = [sampler, steps, eta, c["seed"], c["label"], c["guidance_scale"], c["n"], c["model"], guard]
         start.click(denoise_api, ins, [xt, x0, status, gallery], api_name="denoise", concurrency_limit=2,
