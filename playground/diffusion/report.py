@@ -14,8 +14,9 @@ N noises, so rows differ only by the sampler — a paired comparison, as in the 
 FD is biased upwards at small N, so the reference row is computed at the same N: N random training
 digits against the test digits (what a perfect generator of training-like digits would score).
 
-Cost: DDPM with guidance makes 2 × 1000 network evaluations per image, so a 500-digit DDPM row at s = 3
-is 10⁶ image evaluations — hours on 2 CPU cores for the shipped U-Net. Sampling is batched, and every
+Cost: DDPM with guidance makes 2 × 1000 network evaluations per image, so a 300-digit DDPM row at s = 3
+is 600,000 image evaluations — about 15 minutes on 2 CPU cores for the shipped U-Net; the whole table
+at N = 300 about half an hour per model. Sampling is batched, and every
 finished row is cached under ``runs/<name>/eval/`` (keyed on the weights' hash), so an interrupted
 ``evaluate`` resumes where it stopped. ``n`` / ``n_ddpm`` / ``quick`` trade precision for time.
 """
@@ -237,8 +238,9 @@ def forward_throughput(net: nn.Module, batch: int = 32, repeats: int = 20, null_
 @torch.inference_mode()
 def diffusers_ddim_images(net: nn.Module, schedule: NoiseSchedule, steps: int, n: int, guidance_scale: float,
                           seed: int, null_label: int) -> torch.Tensor:
-    """A ``DDIMPipeline``-style loop on our network: diffusers' ``DDIMScheduler`` (steps_offset = 1, η = 0)
-    drives ``scheduler.step(ε̃, t, x).prev_sample``, ε̃ from the same batched CFG as ours."""
+    """A ``DDIMPipeline``-style loop on our network: diffusers' ``DDIMScheduler`` (steps_offset = 1, η = 0,
+    ε̂ re-derived from the clipped x̂_0 as our default DDIM does) drives ``scheduler.step(ε̃, t, x)``,
+    ε̃ from the same batched CFG as ours."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**schedule.diffusers_config(), steps_offset=1)
@@ -247,7 +249,7 @@ def diffusers_ddim_images(net: nn.Module, schedule: NoiseSchedule, steps: int, n
     labels = torch.arange(n) % 10
     for t in sched.timesteps:
         eps = guided_eps(net, x, t, labels, guidance_scale, null_label)
-        x = sched.step(eps, t, x, eta=0.0).prev_sample
+        x = sched.step(eps, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
     return x
 
 
@@ -335,7 +337,7 @@ METHOD = ("Every row samples the same N initial noises (row i seeded `seed + i`)
           "step), guidance 3 batches the conditional and unconditional passes (two).")
 
 
-def evaluate_and_card(name: str, checkpoints: Path, n: int = 500, n_ddpm: int | None = None, batch: int = 250,
+def evaluate_and_card(name: str, checkpoints: Path, n: int = 300, n_ddpm: int | None = None, batch: int = 250,
                       seed: int = 1234, quick: bool = False, speed: bool = True, progress: bool = True,
                       cache: bool = True) -> dict[str, Any]:
     """Measure ``checkpoints/<name>`` (diffusion_unet / diffusion_dit), write ``metrics.json`` and the
@@ -378,7 +380,7 @@ def write_diffusion_card(name: str, folder: Path, rows: list[dict[str, Any]] | N
     minutes = training.get("wall_minutes")
     summary = SUMMARIES.get(name, name) + (f" Trained for {minutes} minutes." if minutes is not None else "")
     quality = (METHOD + "\n\n" + markdown_table(rows, reference or {}) if rows else
-               f"Not measured yet: `python -m playground evaluate {name}` (about 2 hours on this 2-core CPU; "
+               f"Not measured yet: `python -m playground evaluate {name}` (about 30 minutes on this 2-core CPU; "
                "finished rows are cached, so an interrupted run resumes).")
     return write_card(folder, title=f"`{name}` — {'U-Net' if 'unet' in name else 'DiT'} digit denoiser",
                       summary=summary,

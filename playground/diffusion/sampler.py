@@ -267,11 +267,14 @@ class DDIMSampler(Sampler):
 
 class DiffusersSampler(Sampler):
     """A diffusers scheduler (DPM-Solver++, Euler, …) behind our interface: a thin adapter around its
-    ``set_timesteps`` / ``scale_model_input`` / ``step``. Multistep solvers keep state: one per run."""
+    ``set_timesteps`` / ``scale_model_input`` / ``step``. Multistep solvers keep state: one per run.
+    ``step_kwargs`` go to every ``scheduler.step`` call (e.g. DDIM's ``use_clipped_model_output``)."""
 
-    def __init__(self, schedule: NoiseSchedule, scheduler: Any, name: str, stochastic: bool = False) -> None:
+    def __init__(self, schedule: NoiseSchedule, scheduler: Any, name: str, stochastic: bool = False,
+                 step_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(schedule)
         self.scheduler, self.name = scheduler, name
+        self.step_kwargs = dict(step_kwargs or {})
         self._stochastic = stochastic    # DPM-Solver++ (2M) and Euler (s_churn = 0) are deterministic ODE solvers
 
     @property
@@ -295,7 +298,7 @@ class DiffusersSampler(Sampler):
 
     def step(self, eps: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor, noise: Noise = None) -> StepOutput:
         gen = list(noise) if noise is not None and not isinstance(noise, torch.Tensor) else None
-        out = self.scheduler.step(eps, t, x, generator=gen)
+        out = self.scheduler.step(eps, t, x, generator=gen, **self.step_kwargs)
         x0 = getattr(out, "pred_original_sample", None)
         if x0 is None:                   # DPM-Solver++ works on x_t of eq. 4 (init_noise_sigma = 1)
             x0 = self.schedule.predict_x0(x, int(t), eps)
@@ -303,17 +306,26 @@ class DiffusersSampler(Sampler):
 
 
 def make_sampler(name: str, schedule: NoiseSchedule, *, eta: float = 0.0, clip_sample: bool | None = None,
-                 steps_offset: int = 1) -> Sampler:
+                 steps_offset: int = 1, use_clipped_model_output: bool = True) -> Sampler:
     """A fresh sampler ``name`` in {ddpm, ddim, dpm++, euler} for ``schedule``.
 
     ``clip_sample`` None = diffusers' default for that scheduler (DDPM/DDIM clip x̂_0 to [-1, 1];
-    DPM-Solver++ and Euler do not). ``eta`` and ``steps_offset`` concern DDIM only."""
+    DPM-Solver++ and Euler do not). ``eta``, ``steps_offset`` and ``use_clipped_model_output`` concern
+    DDIM only.
+
+    ``use_clipped_model_output`` (diffusers' ``step`` argument of that name, default False there) is
+    True here: after x̂_0 is clipped, ε̂ is re-derived from it, so eq. 12's two terms describe the same
+    x_t. Without it, guided DDIM on our digits falls apart — the clipped x̂_0 and the unclipped
+    (guidance-amplified) ε̂ disagree at every step. Measured on the shipped U-Net, DDIM 50 steps,
+    100 digits: requested-class accuracy 11% at guidance 3 (0.93 at 1, 0.68 at 1.5) with diffusers'
+    default, 100% with the re-derived ε̂ or with no clipping at all. DDPM is not affected: its posterior
+    mean (eq. 7) is built from the clipped x̂_0 alone."""
     assert name in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {name!r}"
     if name == "ddpm":
         return DDPMSampler(schedule, clip_sample=True if clip_sample is None else clip_sample)
     if name == "ddim":
         return DDIMSampler(schedule, eta=eta, clip_sample=True if clip_sample is None else clip_sample,
-                           steps_offset=steps_offset)
+                           steps_offset=steps_offset, use_clipped_model_output=use_clipped_model_output)
     if clip_sample:
         raise ValueError(f"{name} does not clip x̂_0 (diffusers has no such option for it)")
     with _DIFFUSERS_IMPORT:   # slow import, only when asked; diffusers' lazy module is not thread-safe

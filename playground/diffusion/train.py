@@ -66,13 +66,16 @@ class DiffusionTrainConfig:
 
 PRESETS: dict[str, DiffusionTrainConfig] = {
     # batch 64: on the CPU the cost per image is flat from batch 32 up, so smaller batches buy more
-    # updates per minute (62 per epoch); one epoch ≈ 40 s on one busy core, ≈ 20-25 s on two
-    # 120 epochs (7,440 steps, 41 min on 2 threads) still drew incoherent strokes: DDIM-50 at guidance 3
-    # gave the requested digit for 4 of 40 samples. 400 epochs = 24,800 steps (about 2 h 15 min).
-    "diffusion_unet": DiffusionTrainConfig(UNetConfig(), epochs=400,
+    # updates per minute (62 per epoch); one epoch ≈ 20-25 s on two threads.
+    # 130 epochs = 8,060 steps, 47.5 min of training here. (An earlier look at 120 epochs blamed the
+    # net for incoherent guided samples; the culprit was DDIM clipping x̂_0 without re-deriving ε̂ —
+    # see ``sampler.DDIMSampler``.)
+    "diffusion_unet": DiffusionTrainConfig(UNetConfig(), epochs=130,
                                            notes="lean U-Net (32/64/128 at 28/14/7, attention at 7x7)"),
-    "diffusion_dit": DiffusionTrainConfig(DiTConfig(), epochs=150,
-                                          notes="DiT, patch 4 (49 tokens), width 128, depth 6, adaLN-Zero"),
+    # the DiT gets the U-Net's training time (47.5 min), whatever number of epochs fits in it
+    "diffusion_dit": DiffusionTrainConfig(DiTConfig(), epochs=1000, max_minutes=47.5,
+                                          notes="DiT, patch 4 (49 tokens), width 128, depth 6, adaLN-Zero; "
+                                                "same training time as the U-Net"),
 }
 
 

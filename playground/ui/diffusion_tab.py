@@ -49,7 +49,10 @@ $\sigma_t^2 = \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t$.
 **DDIM step** (Song et al. 2021, eq. 12), from $t$ to an earlier $s$:
 $$x_s = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1-\bar\alpha_s-\sigma^2}\,\epsilon_\theta + \sigma z,\quad
 \sigma = \eta\sqrt{\tfrac{1-\bar\alpha_s}{1-\bar\alpha_t}\big(1-\tfrac{\bar\alpha_t}{\bar\alpha_s}\big)}$$
-$\eta = 0$: deterministic; $\eta = 1$: like DDPM.
+$\eta = 0$: deterministic; $\eta = 1$: like DDPM. Both samplers clip $\hat x_0$ to $[-1, 1]$; DDIM then
+re-derives $\epsilon_\theta = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}$ from the clipped
+$\hat x_0$, so both terms of its step agree. With diffusers' default (clipped $\hat x_0$, unclipped
+$\epsilon_\theta$), guidance 3 on our U-Net gave the asked digit 11% of the time instead of 100%.
 
 **Classifier-free guidance** (Ho & Salimans 2022): one network, trained with the label dropped 10% of
 the time, gives both predictions; with guidance scale $s$

@@ -277,13 +277,34 @@ def test_our_loops_equal_diffusers_scheduler_loops(name):
     """Whole runs, seeded the same way: DDPM's per-step noise comes from the same per-row generators."""
     model, s = _tiny_unet(), make_schedule("cosine")
     if name == "ddim":
-        ref = DiffusersSampler(s, DDIMScheduler(**s.diffusers_config(), steps_offset=1), "ddim")
+        ref = DiffusersSampler(s, DDIMScheduler(**s.diffusers_config(), steps_offset=1), "ddim",
+                               step_kwargs={"use_clipped_model_output": True})   # our DDIM default
     else:
         ref = DiffusersSampler(s, DDPMScheduler(**s.diffusers_config()), "ddpm", stochastic=True)
     kw = dict(steps=10, n=2, labels=[4, None], guidance_scale=2.0, seed=5)
     a = sample_images(model, sampler=make_sampler(name, s), **kw)
     b = sample_images(model, sampler=ref, **kw)
     assert float((a.images - b.images).abs().max()) <= TOL
+
+
+def test_default_ddim_rederives_eps_from_the_clipped_x0():
+    """make_sampler's DDIM re-derives ε̂ after clipping (diffusers' use_clipped_model_output=True), and so
+    differs from the scheduler's default once x̂_0 leaves [-1, 1]."""
+    s = make_schedule("linear")
+    eps, x = _inputs()
+    ours = make_sampler("ddim", s)
+    plain = DDIMSampler(s, steps_offset=1)                                   # diffusers' default step
+    ours.set_timesteps(20), plain.set_timesteps(20)
+    t = int(ours.timesteps[5])
+    x0_raw = s.predict_x0(x, t, eps)
+    assert float(x0_raw.abs().max()) > 1.0                                   # clipping does happen here
+    a, b = ours.step(eps, t, x), plain.step(eps, t, x)
+    assert torch.equal(a.pred_original_sample, b.pred_original_sample)
+    assert float((a.prev_sample - b.prev_sample).abs().max()) > 1e-3
+    ref = DDIMScheduler(**s.diffusers_config(), steps_offset=1)
+    ref.set_timesteps(20)
+    expect = ref.step(eps, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+    assert float((a.prev_sample - expect).abs().max()) <= TOL
 
 
 @pytest.mark.parametrize("name", ["dpm++", "euler"])
