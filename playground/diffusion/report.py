@@ -203,10 +203,12 @@ def sampling_seconds(net: nn.Module, schedule: NoiseSchedule, null_label: int, s
 
 
 @torch.inference_mode()
-def forward_throughput(net: nn.Module, batch: int = 32, repeats: int = 20, null_label: int = 10) -> dict[str, Any]:
+def forward_throughput(net: nn.Module, batch: int = 32, repeats: int = 20, null_label: int = 10,
+                       compile: bool = True) -> dict[str, Any]:
     """The network's forward pass at ``batch``: FLOPs counted by ``torch.utils.flop_counter`` (2 per
     multiply-add of convolutions and matrix products), and the achieved GFLOP/s as a fraction of the
-    CPU's fp32 peak for four variants: fp32, channels_last, bf16 autocast, channels_last + bf16."""
+    CPU's fp32 peak for five variants: fp32, channels_last, bf16 autocast, channels_last + bf16, and
+    ``torch.compile`` (inductor, fp32; its one-off compile time is reported too)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     g = torch.Generator().manual_seed(0)
@@ -223,6 +225,16 @@ def forward_throughput(net: nn.Module, batch: int = 32, repeats: int = 20, null_
                 "channels_last_bf16": (cl_net, x_cl, True)}
     out: dict[str, Any] = {"batch": batch, "gflop_per_forward": flops / 1e9, "peak_gflops_assumed": PEAK_GFLOPS,
                            "torch_threads": torch.get_num_threads()}
+    try:                                     # needs a C++ compiler; a failure is reported, not fatal
+        if not compile:
+            raise RuntimeError("not requested")
+        start = time.perf_counter()
+        compiled = torch.compile(copy.deepcopy(net))
+        compiled(x, t, y)
+        out["compile_seconds"] = round(time.perf_counter() - start, 1)
+        variants["torch_compile"] = (compiled, x, False)
+    except Exception as exc:  # noqa: BLE001 - any backend failure is a measurement result
+        out["torch_compile_error"] = f"{type(exc).__name__}: {exc}"[:200]
     for name, (model, inp, bf16) in variants.items():
         def fwd(model: nn.Module = model, inp: torch.Tensor = inp, bf16: bool = bf16) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -359,7 +371,8 @@ def evaluate_and_card(name: str, checkpoints: Path, n: int = 300, n_ddpm: int | 
                                "weights_sha256_12": weights_hash(folder)}
     if speed:                                    # minutes, where the quality table takes hours: written first
         metrics["speed"] = speed_figures(net, schedule, null_label, quick)
-        metrics["forward_throughput"] = forward_throughput(net, repeats=3 if quick else 20, null_label=null_label)
+        metrics["forward_throughput"] = forward_throughput(net, repeats=3 if quick else 20, null_label=null_label,
+                                                           compile=not quick)
         metrics["ddim_loop_vs_diffusers"] = ddim_vs_diffusers(net, schedule, null_label, repeats=1 if quick else 3)
         write_json(folder / "metrics.json", metrics)
         write_diffusion_card(name, folder)
