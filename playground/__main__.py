@@ -11,6 +11,7 @@ from .core.settings import get_settings
 VAE_MODELS = ("ae", "vae2", "vae20", "bvae20", "convvae")
 GAN_MODELS = ("gan_mlp", "gan_dcgan", "gan_wgan", "gan_wgangp", "gan_cgan")
 DIFFUSION_MODELS = ("diffusion_unet", "diffusion_dit")
+LATENT_MODELS = ("tiny_sd",)
 ALL_TRAINABLE = ("classifier", *VAE_MODELS, *GAN_MODELS, *DIFFUSION_MODELS)
 
 
@@ -36,6 +37,8 @@ def _evaluate(name: str, ckpt: Path) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
     names = ALL_TRAINABLE if args.model == "all" else (args.model,)
+    if args.model in LATENT_MODELS:
+        return _train_latent(args, ckpt)
     for name in names:
         overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed,
                                        "batch_size": args.batch_size}.items() if v is not None}
@@ -73,6 +76,23 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"`python -m playground evaluate {name}` for the model card's figures", file=sys.stderr)
             continue
         print(json.dumps(_evaluate(name, ckpt), default=str))
+    return 0
+
+
+def _train_latent(args: argparse.Namespace, ckpt: Path) -> int:
+    """``train tiny_sd``: both stages of our tiny Stable Diffusion (see ``playground.latent.train``)."""
+    from .latent.train import preset as latent_preset
+    from .latent.train import train as latent_train
+
+    overrides = {k: v for k, v in {"seed": args.seed, "unet_batch": args.batch_size,
+                                   "unet_lr": args.lr}.items() if v is not None}
+    if args.epochs is not None:
+        print("tiny_sd counts steps, not epochs: --epochs is ignored", file=sys.stderr)
+    record = latent_train(args.model, latent_preset(args.model, **overrides), out_dir=ckpt / args.model,
+                          resume=not args.no_resume)
+    print(json.dumps(record))
+    if "interrupted_at" not in record:
+        print("next: `python -m playground evaluate txt2img` for the model card's figures", file=sys.stderr)
     return 0
 
 
@@ -121,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a built-in model into checkpoints/<name> (resumable)")
-    t.add_argument("model", choices=(*ALL_TRAINABLE, "all"), help="which model ('all' = every one, in order)")
+    t.add_argument("model", choices=(*ALL_TRAINABLE, *LATENT_MODELS, "all"),
+                   help="which model ('all' = every one, in order; tiny_sd is trained on its own)")
     t.add_argument("--epochs", type=int, help="override the preset's epoch budget")
     t.add_argument("--seed", type=int, help="training seed (default 0; same seed -> same weights)")
     t.add_argument("--lr", type=float, help="learning rate")

@@ -1,0 +1,146 @@
+"""Our tiny Stable Diffusion's parts: tokenizer, text encoder, pipeline files (the "test" preset, fast)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from playground.data import scenes
+from playground.latent import components
+from playground.latent.components import (CONFIGS, MAX_FILE_BYTES, assemble_pipeline, build_components,
+                                          count_params, get_config, load_pipeline, random_pipeline, save_pipeline)
+from playground.latent.vocab import build_tokenizer, describe_prompt, grammar_words, vocabulary_words
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def _image(pipe: StableDiffusionPipeline, prompt: str = "a red circle above a blue square", seed: int = 0) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(prompt, num_inference_steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(seed),
+                output_type="np").images
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def test_every_vocabulary_word_is_one_token(tokenizer) -> None:
+    assert {"red", "circle", "triangle", "above", "background", "gray", "an"} <= set(grammar_words())
+    for word in vocabulary_words():
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, (word, tokenizer.convert_ids_to_tokens(ids))
+        assert tokenizer.convert_ids_to_tokens(ids)[0] == word + "</w>"
+
+
+def test_captions_round_trip(tokenizer) -> None:
+    captions = scenes.render_dataset(40, seed=3, size=8, split="train").captions
+    captions += scenes.render_dataset(20, seed=3, size=8, split="test").captions
+    for caption in captions:
+        ids = tokenizer(caption)["input_ids"]
+        assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+        assert len(ids) == len(caption.split()) + 2                    # one token per word
+        assert tokenizer.decode(ids, skip_special_tokens=True) == caption
+        info = describe_prompt(tokenizer, caption)
+        assert info.unknown_words == [] and not info.truncated and info.kept_text == caption
+
+
+def test_special_tokens_are_clip_like(tokenizer) -> None:
+    assert tokenizer.model_max_length == 77
+    assert tokenizer.unk_token == "<|unk|>" and tokenizer.unk_token_id != tokenizer.eos_token_id
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id != 2    # eos id 2 = transformers' legacy argmax pooling
+    empty = tokenizer("", padding="max_length", max_length=77)["input_ids"]
+    assert empty[:2] == [tokenizer.bos_token_id, tokenizer.eos_token_id] and set(empty[1:]) == {tokenizer.eos_token_id}
+
+
+def test_unknown_words_are_reported(tokenizer) -> None:
+    info = describe_prompt(tokenizer, "A big RED zebra, café 7")
+    assert info.unknown_words == ["zebra", "café", "7"]               # "big" is an extra vocabulary word
+    assert info.n_tokens > 6 and not info.truncated
+    ids = tokenizer("café", add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id in ids                              # é is not in the alphabet: <|unk|>, not EOS
+
+
+def test_long_prompt_is_truncated_and_reported(tokenizer) -> None:
+    prompt = " ".join(["red", "circle"] * 100)                         # 200 words, 200 tokens
+    info = describe_prompt(tokenizer, prompt)
+    assert info.n_tokens == 200 and info.max_tokens == 75 and info.truncated
+    assert len(info.kept_text.split()) == 75 and prompt.startswith(info.kept_text)
+    full = tokenizer(prompt, truncation=True, max_length=77)["input_ids"]
+    assert tokenizer(info.kept_text)["input_ids"] == full             # the kept text is what the model reads
+
+
+# ----------------------------------------------------------------------------- networks
+
+def test_text_encoder_and_latent_shapes(tokenizer) -> None:
+    cfg = get_config("test")
+    parts = build_components(cfg, seed=0)
+    ids = tokenizer(["a red circle", ""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = parts["text_encoder"](ids)
+        assert out.last_hidden_state.shape == (2, 77, cfg.text_hidden)
+        eos = (ids == tokenizer.eos_token_id).int().argmax(-1)        # pooled = hidden state at the first EOS
+        torch.testing.assert_close(out.pooler_output, out.last_hidden_state[torch.arange(2), eos])
+        z = parts["vae"].encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+        assert z.shape == (1, cfg.latent_channels, 16, 16) and cfg.latent_size == 16
+        eps = parts["unet"](z, torch.tensor([10]), encoder_hidden_states=out.last_hidden_state[:1]).sample
+        assert eps.shape == z.shape
+
+
+def test_build_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    state = torch.get_rng_state()
+    a, b = build_components(get_config("test"), seed=5), build_components(get_config("test"), seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (ka, va), (kb, vb) in zip(a["unet"].state_dict().items(), b["unet"].state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_tiny_sd_files_fit_under_10_mb() -> None:
+    parts = build_components(CONFIGS["tiny_sd"], seed=0)
+    for key in ("vae", "text_encoder", "unet"):
+        assert 4 * count_params(parts[key]) < MAX_FILE_BYTES * 0.95, key      # float32 safetensors
+    assert count_params(parts["unet"]) > 1_500_000
+
+
+# ----------------------------------------------------------------------------- pipeline folder
+
+def test_pipeline_round_trip_gives_the_same_image(tmp_path: Path) -> None:
+    pipe = assemble_pipeline(build_components(get_config("test"), seed=1))
+    before = _image(pipe)
+    save_pipeline(pipe, tmp_path / "sd")
+    files = [p for p in (tmp_path / "sd").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files) and not any(p.suffix == ".bin" for p in files)
+    assert all(p.stat().st_size <= MAX_FILE_BYTES for p in files)
+    loaded = StableDiffusionPipeline.from_pretrained(str(tmp_path / "sd"))
+    assert type(loaded.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert loaded.scheduler.config.beta_schedule == "scaled_linear" and loaded.tokenizer.unk_token == "<|unk|>"
+    after = _image(loaded)
+    assert before.shape == (1, 64, 64, 3)
+    assert float(np.abs(before - after).max()) <= 1e-5
+    assert float(np.abs(_image(loaded, seed=1) - after).max()) > 1e-3   # the seed matters
+
+
+def test_random_pipeline_and_load_pipeline(tmp_path: Path) -> None:
+    folder = random_pipeline(tmp_path / "rand", preset="test", seed=2)
+    assert (folder / "model_index.json").exists()
+    pipe = load_pipeline(folder)
+    assert pipe.unet.training is False and _image(pipe, "a small green square").shape == (1, 64, 64, 3)
+
+
+def test_save_refuses_big_files_and_keeps_the_old_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = random_pipeline(tmp_path / "sd", seed=0)
+    (folder / "training.json").write_text("{}")
+    old = (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    monkeypatch.setattr(components, "MAX_FILE_BYTES", 50_000)
+    with pytest.raises(ValueError, match="over 10 MB"):
+        save_pipeline(assemble_pipeline(build_components(get_config("test"), seed=9)), folder)
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == old
+    assert (folder / "training.json").exists() and not list(tmp_path.glob(".sd.*"))
