@@ -21,6 +21,10 @@ def _evaluate(name: str, ckpt: Path) -> dict:
         from .eval.report import evaluate_classifier_and_card
 
         return evaluate_classifier_and_card(ckpt)
+    if name in ("txt2img", *LATENT_MODELS):
+        from .latent.evaluate import evaluate_and_card as txt2img_card
+
+        return txt2img_card(ckpt)
     if name in DIFFUSION_MODELS:
         from .diffusion.report import evaluate_and_card as diffusion_card
 
@@ -112,8 +116,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
-    targets = {"all": ALL_TRAINABLE, "vae": VAE_MODELS, "gan": GAN_MODELS,
-               "diffusion": DIFFUSION_MODELS}.get(args.what, (args.what,))
+    targets = {"all": (*ALL_TRAINABLE, *LATENT_MODELS), "vae": VAE_MODELS, "gan": GAN_MODELS,
+               "diffusion": DIFFUSION_MODELS, "txt2img": LATENT_MODELS}.get(args.what, (args.what,))
     results = {}
     for name in targets:
         if not (ckpt / name / "config.json").exists():
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="measure the figures in the model cards (and rewrite the cards)")
-    e.add_argument("what", nargs="?", default="all", choices=("all", "vae", "gan", "diffusion", *ALL_TRAINABLE))
+    e.add_argument("what", nargs="?", default="all",
+                   choices=("all", "vae", "gan", "diffusion", "txt2img", *ALL_TRAINABLE, *LATENT_MODELS))
     e.add_argument("--checkpoints", help="checkpoint root")
     e.add_argument("--json", help="also write the results to this file")
     e.set_defaults(func=cmd_evaluate)

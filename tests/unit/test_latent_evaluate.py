@@ -168,3 +168,25 @@ def test_bad_inputs(pipe):
         E.evaluate_adherence(pipe, [], progress=False, cache_dir=None)
     with pytest.raises(ValueError):
         E.evaluate_adherence(pipe, ["a red circle"], scheduler="nope", steps=2, progress=False, cache_dir=None)
+
+
+def test_evaluate_and_card_writes_metrics_and_the_card(tmp_path):
+    """The ``evaluate txt2img`` command's function, end to end on a tiny random pipeline (mechanics only:
+    a random model scores about nothing)."""
+    root = tmp_path / "checkpoints"
+    random_pipeline(root / "tiny_sd", preset="test", seed=0)
+    metrics = E.evaluate_and_card(root, n_prompts=3, guidance_scales=(1.0, 2.0), steps=2, progress=False,
+                                  cache_dir=tmp_path / "cache", speed=False)
+    assert set(metrics["adherence"]["scales"]) == {"1", "2"} and metrics["adherence"]["settings"]["prompts"] == 3
+    saved = json.loads((root / "tiny_sd" / "metrics.json").read_text())
+    assert saved["adherence"]["settings"]["steps"] == 2
+    card = (root / "tiny_sd" / "README.md").read_text()
+    assert "Prompt adherence" in card and "real renders (ceiling)" in card
+
+
+def test_speed_figures_time_the_pipeline_and_restore_threads(pipe):
+    threads = torch.get_num_threads()
+    speed = E.speed_figures(pipe, steps=2, repeats=1)
+    assert speed["one_image_seconds_1_thread"] > 0 and speed["one_image_seconds_2_threads"] > 0
+    assert speed["four_images_seconds_1_thread"] > 0 and speed["steps"] == 2
+    assert torch.get_num_threads() == threads
