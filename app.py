@@ -13,7 +13,8 @@ from playground.core.settings import Settings, get_settings  # noqa: E402
 from playground.diffusion.service import DiffusionService  # noqa: E402
 from playground.gan import live_process  # noqa: E402
 from playground.gan.service import GANService  # noqa: E402
-from playground.ui import common, diffusion_tab, gan_tab, vae_tab  # noqa: E402
+from playground.latent.service import Txt2ImgService  # noqa: E402
+from playground.ui import common, diffusion_tab, gan_tab, txt2img_tab, vae_tab  # noqa: E402
 from playground.vae.service import VAEService  # noqa: E402
 
 HEADER = """
@@ -33,6 +34,9 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     # enables the queue); calling demo.queue() again afterwards would rebuild the whole server app.
     os.environ["GRADIO_DEFAULT_CONCURRENCY_LIMIT"] = str(settings.concurrency)
     vae, gan, diffusion = VAEService(settings), GANService(settings), DiffusionService(settings)
+    txt2img = Txt2ImgService(settings)
+    # the Stable Diffusion pipeline (diffusers' import is most of its cost) loads beside the others
+    threading.Thread(target=txt2img.warmup, name="txt2img-warm", daemon=True).start()
     vae.warmup()  # load every model now: no visitor's first request waits on loading
     gan.warmup()
     diffusion.warmup()
@@ -47,6 +51,10 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 gan_tab.build(gan)
             with gr.Tab("Diffusion", id="diffusion"):
                 diffusion_tab.build(diffusion)
+            with gr.Tab("Text to image", id="txt2img"):
+                txt2img_built = txt2img_tab.build(txt2img)
+            with gr.Tab("img2img", id="img2img"):
+                txt2img_tab.build_img2img(txt2img, txt2img_built)
     return demo
 
 
