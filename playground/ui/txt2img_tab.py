@@ -141,6 +141,17 @@ def _stop(g: RunGuard | None) -> str:
     return "Nothing is running."
 
 
+def sampling_controls() -> tuple[gr.Slider, gr.Slider, gr.Dropdown, gr.Number]:
+    """Steps, guidance scale, scheduler and seed: the controls both tabs share."""
+    with gr.Row():
+        steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="Steps")
+        guidance = gr.Slider(1, MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale s")
+    with gr.Row():
+        scheduler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+    return steps, guidance, scheduler, seed
+
+
 def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
     """The "Text to image" tab. Returns the state holding the last generated image (for img2img) and the
     pipeline's shapes, or None when there is no model to serve."""
@@ -168,13 +179,8 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         with gr.Column(scale=2):
             prompt = gr.Textbox(value="a large red circle", label="Prompt", lines=2, elem_id="txt2img-prompt")
             negative = gr.Textbox(value="", label="Negative prompt (what to steer away from)", lines=1)
-            with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="Steps")
-                guidance = gr.Slider(1, MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale s")
-            with gr.Row():
-                scheduler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Images")
+            steps, guidance, scheduler, seed = sampling_controls()
+            n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Images")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="txt2img-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="txt2img-stop")
@@ -326,12 +332,7 @@ def build_img2img(service: Txt2ImgService, built: tuple[gr.State, dict[str, Any]
             prompt = gr.Textbox(value="a large blue circle", label="Prompt", lines=2, elem_id="img2img-prompt")
             negative = gr.Textbox(value="", label="Negative prompt")
             strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (how much noise is added)")
-            with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="Steps")
-                guidance = gr.Slider(1, MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale s")
-            with gr.Row():
-                scheduler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+            steps, guidance, scheduler, seed = sampling_controls()
             run = gr.Button("Run img2img", variant="primary", elem_id="img2img-run")
         with gr.Column(scale=3):
             status = md("", elem_id="img2img-status")

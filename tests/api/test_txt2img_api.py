@@ -4,11 +4,7 @@ a temporary ``PLAYGROUND_CHECKPOINTS``): every endpoint valid and bad, streaming
 concurrent identical requests, and the tab without a checkpoint."""
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,65 +17,12 @@ from PIL import Image
 
 from playground.core.images import read_params
 
-ROOT = Path(__file__).resolve().parents[2]
 ARGS = dict(prompt="a large red circle", negative_prompt="", steps=8, guidance_scale=7.5, seed=0, scheduler="DPM++ 2M")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(checkpoints: Path, log: Path) -> tuple[str, subprocess.Popen]:
-    """``app.py`` on a free port with ``PLAYGROUND_CHECKPOINTS=checkpoints`` (as tests/conftest.py's
-    ``app_url``, which always serves the repository's checkpoints)."""
-    port = _free_port()
-    env = dict(os.environ, PLAYGROUND_PORT=str(port), PLAYGROUND_HOST="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
-               PLAYGROUND_CHECKPOINTS=str(checkpoints))
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    import httpx
-
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "gradio_api/info", timeout=2).status_code == 200:
-                return url, proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"app did not start in time:\n{log.read_text()}")
-
-
-def checkpoints_with_tiny_sd(root: Path) -> Path:
-    """The shipped checkpoints (symlinks) plus a random tiny_sd when the real one is not there yet."""
-    from playground.latent.components import random_pipeline
-
-    for item in (ROOT / "checkpoints").iterdir():
-        os.symlink(item, root / item.name)
-    if not (root / "tiny_sd" / "model_index.json").exists():
-        if (root / "tiny_sd").is_symlink():
-            (root / "tiny_sd").unlink()
-        random_pipeline(root / "tiny_sd", preset="test", seed=0)
-    return root
-
-
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory):
-    root = checkpoints_with_tiny_sd(tmp_path_factory.mktemp("ckpt"))
-    url, proc = launch(root, tmp_path_factory.mktemp("app") / "app.log")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def app_url(tiny_sd_app_url: str) -> str:
+    return tiny_sd_app_url
 
 
 @pytest.fixture(scope="module")

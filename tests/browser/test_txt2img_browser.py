@@ -3,11 +3,6 @@ parameters from a PNG, and runs img2img on the last picture — in Debian's Chro
 serving a tiny random Stable Diffusion pipeline (the real one once ``checkpoints/tiny_sd`` is trained)."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,56 +11,10 @@ from playwright.sync_api import Page, expect
 
 from playground.core.images import png_info, with_params
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory):
-    """app.py with the shipped checkpoints (symlinked) plus a random tiny_sd if the real one is absent."""
-    from playground.latent.components import random_pipeline
-
-    root = tmp_path_factory.mktemp("ckpt")
-    for item in (ROOT / "checkpoints").iterdir():
-        os.symlink(item, root / item.name)
-    if not (root / "tiny_sd" / "model_index.json").exists():
-        if (root / "tiny_sd").is_symlink():
-            (root / "tiny_sd").unlink()
-        random_pipeline(root / "tiny_sd", preset="test", seed=0)
-    port = _free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    env = dict(os.environ, PLAYGROUND_PORT=str(port), PLAYGROUND_HOST="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
-               PLAYGROUND_CHECKPOINTS=str(root))
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    import httpx
-
-    deadline = time.time() + 180
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "gradio_api/info", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"app did not start in time:\n{log.read_text()}")
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def app_url(tiny_sd_app_url: str) -> str:
+    return tiny_sd_app_url
 
 
 def test_type_a_prompt_watch_the_preview_and_get_the_pictures(page: Page, app_url: str, tmp_path: Path):
