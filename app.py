@@ -35,12 +35,13 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     os.environ["GRADIO_DEFAULT_CONCURRENCY_LIMIT"] = str(settings.concurrency)
     vae, gan, diffusion = VAEService(settings), GANService(settings), DiffusionService(settings)
     txt2img = Txt2ImgService(settings)
-    # the Stable Diffusion pipeline (diffusers' import is most of its cost) loads beside the others
-    threading.Thread(target=txt2img.warmup, name="txt2img-warm", daemon=True).start()
     vae.warmup()  # load every model now: no visitor's first request waits on loading
     gan.warmup()
     diffusion.warmup()
-    threading.Thread(target=live_process.warm_up, name="live-forkserver", daemon=True).start()
+    # What needs diffusers (its import takes ~5 s and holds the GIL) and the live trainer's fork server
+    # warm up in the background once the server listens: see main().
+    demo_warmups = [("diffusion-solvers", diffusion.warm_solvers), ("txt2img-warm", txt2img.warmup),
+                    ("live-forkserver", live_process.warm_up)]
     # delete_cache: every 10 min, drop served files older than 30 min (live pictures add up).
     with gr.Blocks(title="Generative Playground", delete_cache=(600, 1800)) as demo:
         gr.Markdown(HEADER)
@@ -55,14 +56,23 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 txt2img_built = txt2img_tab.build(txt2img)
             with gr.Tab("img2img", id="img2img"):
                 txt2img_tab.build_img2img(txt2img, txt2img_built)
+    demo.background_warmups = demo_warmups
     return demo
+
+
+def start_background_warmups(demo: gr.Blocks) -> None:
+    """Run the deferred warm-ups (see build_app), each in its own daemon thread."""
+    for name, fn in getattr(demo, "background_warmups", []):
+        threading.Thread(target=fn, name=name, daemon=True).start()
 
 
 def main() -> None:
     settings = get_settings()
     demo = build_app(settings)
     demo.launch(server_name=settings.host, server_port=settings.port, theme=common.THEME, css=common.CSS,
-                show_error=True)
+                show_error=True, prevent_thread_lock=True)
+    start_background_warmups(demo)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -292,18 +292,18 @@ class DiffusionService(Service):
 
         return self.registry.get(f"diffusion/{name}", load)
 
-    def warmup(self, background_solvers: bool = True) -> None:
+    def warmup(self) -> None:
         """Load every available denoiser and run two tiny DDIM steps with each (first-call kernel
-        set-up) before serving. DPM-Solver++ needs diffusers, whose import takes about 5 s: that part
-        runs in a background thread (``background_solvers``), so it does not delay start-up."""
+        set-up) before serving."""
         for name in self.available():
             self._warm(name, "ddim")
+
+    def warm_solvers(self) -> None:
+        """Two DPM-Solver++ steps: diffusers' import (about 5 s) happens here, not in a visitor's first
+        request. The app runs this in a background thread once the server listens (an import holds the
+        GIL: during start-up it would slow the server's own start)."""
         if self.available():
-            if background_solvers:
-                threading.Thread(target=self._warm, args=(self.available()[0], "dpm++"), name="warm-dpm",
-                                 daemon=True).start()
-            else:
-                self._warm(self.available()[0], "dpm++")
+            self._warm(self.available()[0], "dpm++")
 
     def _warm(self, name: str, sampler: str) -> None:
         m = self.model(name)
