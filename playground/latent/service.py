@@ -106,11 +106,15 @@ class LoadedSD:
         cls_name, overrides = SCHEDULERS[name]
         return self.scheduler_classes[cls_name].from_config(self.pipe.scheduler.config, **overrides)
 
-    def fresh(self, name: str, img2img: bool = False) -> Any:
-        """A new pipeline object around the shared parts, with a fresh scheduler ``name``."""
-        cls = self.img2img_cls if img2img else type(self.pipe)
+    def fresh(self, name: str, img2img: bool = False, cls: type | None = None, **replace: Any) -> Any:
+        """A new pipeline object around the shared parts, with a fresh scheduler ``name``: the text-to-image
+        class, its image-to-image counterpart (``img2img``), or any other pipeline class ``cls`` built from
+        the same parts (e.g. ``StableDiffusionInpaintPipeline``), with parts overridden by ``replace``
+        (e.g. ``unet=`` a 9-channel U-Net, ``controlnet=``)."""
+        cls = cls or (self.img2img_cls if img2img else type(self.pipe))
         params = inspect.signature(cls.__init__).parameters
         parts = {k: v for k, v in self.pipe.components.items() if k in params}
+        parts.update(replace)
         parts["scheduler"] = self.scheduler(name)
         if "requires_safety_checker" in params:
             parts["requires_safety_checker"] = parts.get("safety_checker") is not None

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
 from ..core.errors import UserInputError
 from ..core.images import for_display

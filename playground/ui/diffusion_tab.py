@@ -3,22 +3,17 @@ the same noise, classifier-free guidance, and what the number of steps costs in 
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from ..core.errors import UserInputError
 from ..diffusion.service import (DDPM_MAX_SAMPLES, DIFFUSION_MODELS, MAX_GUIDANCE, RIGHT_SAMPLERS, SAMPLER_LABELS,
                                  UI_STEPS, DiffusionService)
 from .common import md, show, user_errors
+from .run_guard import RunGuard, stop_run
 
 SCALE = 4                   # display upscaling of the 28x28 digits
-STALE_SECONDS = 20.0        # a run that has not stepped for this long no longer blocks its session
 
 INTRO = r"""
 ### Diffusion models
@@ -59,57 +54,6 @@ the time, gives both predictions; with guidance scale $s$
 $$\tilde\epsilon = \epsilon_\theta(x_t, \varnothing) + s\,\big(\epsilon_\theta(x_t, y) - \epsilon_\theta(x_t, \varnothing)\big)$$
 ($s = 1$: plain conditional; both passes run as one batch).
 """
-
-
-class RunGuard:
-    """One run at a time per browser session, and a stop flag for it. A run that has not stepped
-    for ``STALE_SECONDS`` (its client vanished) no longer blocks a new one."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.run_id = 0
-        self.active = False
-        self.heartbeat = 0.0
-        self.stop_requested = False
-
-    def begin(self) -> int:
-        with self._lock:
-            if self.active and time.monotonic() - self.heartbeat < STALE_SECONDS:
-                raise UserInputError("A run is already going in this tab: press Stop (or wait for it) first.")
-            self.run_id += 1
-            self.active, self.stop_requested, self.heartbeat = True, False, time.monotonic()
-            return self.run_id
-
-    def should_stop(self, run_id: int) -> bool:
-        """Called before every step: also the heartbeat."""
-        with self._lock:
-            if run_id != self.run_id:
-                return True
-            self.heartbeat = time.monotonic()
-            return self.stop_requested
-
-    @contextmanager
-    def run(self) -> Iterator[Callable[[], bool]]:
-        """``with guard.run() as should_stop:`` claims the session's one run (or raises a user
-        error) and hands the sampler its stop check; the run is released however it ends."""
-        run_id = self.begin()
-        try:
-            yield lambda: self.should_stop(run_id)
-        finally:
-            self.end(run_id)
-
-    def end(self, run_id: int) -> None:
-        with self._lock:
-            if run_id == self.run_id:
-                self.active = False
-
-    def stop(self) -> bool:
-        with self._lock:
-            self.stop_requested = True
-            return self.active
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> "RunGuard":   # each session gets its own guard
-        return RunGuard()
 
 
 def _stream_image(label: str, elem_id: str | None = None, height: int = 220) -> gr.Image:
@@ -282,17 +226,13 @@ def build_compare(service: DiffusionService, models: list[str], guard: gr.State)
         ins = [right, steps, eta, c["seed"], c["label"], c["guidance_scale"], c["n"], c["model"], guard]
         start.click(compare_api, ins, outs, api_name="denoise_compare", concurrency_limit=2,
                     concurrency_id="diffusion")
-        stop.click(lambda g: _stop(g), guard, status, api_name="denoise_stop", show_progress="hidden")
+        stop.click(lambda g: stop_run(g), guard, status, api_name="denoise_stop", show_progress="hidden")
         right.change(lambda r, k: f"**{SAMPLER_LABELS[r]}** — {int(k)} steps", [right, steps], right_title,
                      api_visibility="private", show_progress="hidden")
         steps.change(lambda r, k: f"**{SAMPLER_LABELS[r]}** — {int(k)} steps", [right, steps], right_title,
                      api_visibility="private", show_progress="hidden")
 
 
-def _stop(g: RunGuard | None) -> str:
-    if isinstance(g, RunGuard) and g.stop():
-        return "**Stopping…**"
-    return "Nothing is running."
 
 
 # ---- 3. one sampler (the /denoise endpoint) -------------------------------------------------------
@@ -339,7 +279,7 @@ def build_sample(service: DiffusionService, models: list[str], guard: gr.State) 
         ins = [sampler, steps, eta, c["seed"], c["label"], c["guidance_scale"], c["n"], c["model"], guard]
         start.click(denoise_api, ins, [xt, x0, status, gallery], api_name="denoise", concurrency_limit=2,
                     concurrency_id="diffusion")
-        stop.click(lambda g: _stop(g), guard, status, api_visibility="private", show_progress="hidden")
+        stop.click(lambda g: stop_run(g), guard, status, api_visibility="private", show_progress="hidden")
 
 
 # ---- 4. steps vs quality ----------------------------------------------------------------------------

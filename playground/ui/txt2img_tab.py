@@ -15,7 +15,7 @@ from ..core.validation import check_image
 from ..latent.service import (CFG_SCALES, DEFAULT_SCHEDULER, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, SCHEDULERS,
                               Txt2ImgService)
 from .common import log, md, show, user_errors
-from .diffusion_tab import RunGuard
+from .run_guard import RunGuard, stop_run
 
 FRAME_SECONDS = 0.1          # at most ten preview frames a second reach the browser
 EXAMPLES = [
@@ -135,10 +135,6 @@ def _gallery(images: list, captions: list[str] | None = None) -> list:
     return [(im, captions[i] if captions else None) for i, im in enumerate(images)]
 
 
-def _stop(g: RunGuard | None) -> str:
-    if isinstance(g, RunGuard) and g.stop():
-        return "**Stopping…**"
-    return "Nothing is running."
 
 
 def sampling_controls() -> tuple[gr.Slider, gr.Slider, gr.Dropdown, gr.Number]:
@@ -303,7 +299,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
     ins = [prompt, negative, steps, guidance, seed, scheduler, n, guard]
     run.click(txt2img_api, ins, [status, preview, gallery, last], api_name="txt2img", concurrency_limit=2,
               concurrency_id="txt2img")
-    stop.click(_stop, guard, status, api_name="txt2img_stop", show_progress="hidden")
+    stop.click(stop_run, guard, status, api_name="txt2img_stop", show_progress="hidden")
     png.change(read_png_params, png, [png_message, png_params], api_name="read_png_params").success(
         fill, png_params, [prompt, negative, steps, guidance, seed, scheduler, n], api_visibility="private")
     sweep.click(cfg_sweep, [prompt, negative, steps, seed, scheduler], [sweep_gallery, sweep_status],
