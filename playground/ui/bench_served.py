@@ -8,9 +8,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from ..bench import summary
 from .gan_tab import LIVE_TICK
@@ -160,6 +164,34 @@ def diffusion_stream(url: str, n: int = 4, model: str = "unet") -> dict[str, Any
             "final_status": (last or [""] * 5)[4]}
 
 
+def _latent_pairs(app: Any, index: Callable[[], int]) -> list[tuple[str, Callable[[], Any]]]:
+    """The latent-diffusion endpoints to time, when the app serves them with a trained model:
+    ``/txt2img`` (one 64×64 image, 25 DPM-Solver++ steps, guidance 7.5, a new seed per call) and the
+    ``/canny`` preview of a 64×64 scene (thresholds varied per call)."""
+    from gradio_client import handle_file
+
+    endpoints = app.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    pairs: list[tuple[str, Callable[[], Any]]] = []
+    if "/txt2img" in endpoints:
+        def txt2img(seed: int | None = None) -> Any:
+            return app.predict(prompt="a large red circle", negative_prompt="", steps=25, guidance_scale=7.5,
+                               seed=index() if seed is None else seed, scheduler="DPM++ 2M", n=1,
+                               api_name="/txt2img")
+        try:
+            txt2img(seed=0)
+            pairs.append(("txt2img", txt2img))
+        except Exception:  # noqa: BLE001 - not trained here: nothing to time
+            pass
+    if "/canny" in endpoints:
+        from ..data.scenes import render_dataset
+
+        path = Path(tempfile.mkdtemp()) / "scene.png"
+        Image.fromarray((render_dataset(1, seed=5).images[0].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(path)
+        pairs.append(("canny", lambda: app.predict(image=handle_file(str(path)), low=80 + index() % 40, high=200,
+                                                   api_name="/canny")))
+    return pairs
+
+
 def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> dict[str, Any]:
     """Cold starts and API latency of the real app vs a bare one-button app, measured together."""
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PLAYGROUND_HOST="127.0.0.1")
@@ -169,6 +201,7 @@ def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> d
     lives: list[dict[str, Any]] = []
     diffusion: dict[str, Any] = {}
     lat: dict[str, list[float]] = {"vae_decode": [], "noop": [], "gan_sample16": [], "noop16": []}
+    extra_latent: dict[str, Any] = {}
     rss = []
     for run in range(cold_runs):
         procs = []
@@ -196,12 +229,13 @@ def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> d
                     pairs += [("noop16", lambda: clients["bare"].predict("x", api_name="/noop16")),
                               ("gan_sample16", lambda: clients["app"].predict(
                                   model="wgan-gp", n=16, seed=i, label=-1, truncation=1.0, api_name="/gan_sample"))]
+                pairs += _latent_pairs(clients["app"], lambda: i)
                 for i in range(calls + 5):
                     for name, fn in pairs:
                         t = time.perf_counter()
                         fn()
                         if i >= 5:
-                            lat[name].append(time.perf_counter() - t)
+                            lat.setdefault(name, []).append(time.perf_counter() - t)
                 from gradio_client import Client
 
                 url = clients["app"].src
@@ -219,7 +253,12 @@ def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> d
                 except subprocess.TimeoutExpired:
                     proc.kill()
     dec, noop = summary(lat["vae_decode"]), summary(lat["noop"])
-    extra: dict[str, Any] = {"live_2d": lives} if live_seconds > 0 else {}
+    for name in ("txt2img", "canny"):
+        if lat.get(name):
+            extra_latent[f"api_{name}"] = summary(lat[name])
+    if lat.get("canny"):
+        extra_latent["api_canny_ratio_p50"] = round(extra_latent["api_canny"]["p50_ms"] / noop["p50_ms"], 3)
+    extra: dict[str, Any] = ({"live_2d": lives} if live_seconds > 0 else {}) | extra_latent
     if diffusion:
         extra["diffusion_compare_stream"] = diffusion
     if lat["gan_sample16"]:
