@@ -13,8 +13,10 @@ from playground.core.settings import Settings, get_settings  # noqa: E402
 from playground.diffusion.service import DiffusionService  # noqa: E402
 from playground.gan import live_process  # noqa: E402
 from playground.gan.service import GANService  # noqa: E402
+from playground.latent.controlnet import ControlNetService  # noqa: E402
+from playground.latent.inpaint import InpaintService  # noqa: E402
 from playground.latent.service import Txt2ImgService  # noqa: E402
-from playground.ui import common, diffusion_tab, gan_tab, txt2img_tab, vae_tab  # noqa: E402
+from playground.ui import common, controlnet_tab, diffusion_tab, gan_tab, inpaint_tab, txt2img_tab, vae_tab  # noqa: E402
 from playground.vae.service import VAEService  # noqa: E402
 
 HEADER = """
@@ -35,12 +37,14 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     os.environ["GRADIO_DEFAULT_CONCURRENCY_LIMIT"] = str(settings.concurrency)
     vae, gan, diffusion = VAEService(settings), GANService(settings), DiffusionService(settings)
     txt2img = Txt2ImgService(settings)
+    inpaint, controlnet = InpaintService(txt2img, settings), ControlNetService(txt2img, settings)
     vae.warmup()  # load every model now: no visitor's first request waits on loading
     gan.warmup()
     diffusion.warmup()
     # What needs diffusers (its import takes ~5 s and holds the GIL) and the live trainer's fork server
     # warm up in the background once the server listens: see main().
     demo_warmups = [("diffusion-solvers", diffusion.warm_solvers), ("txt2img-warm", txt2img.warmup),
+                    ("inpaint-warm", inpaint.warmup), ("controlnet-warm", controlnet.warmup),
                     ("live-forkserver", live_process.warm_up)]
     # delete_cache: every 10 min, drop served files older than 30 min (live pictures add up).
     with gr.Blocks(title="Generative Playground", delete_cache=(600, 1800)) as demo:
@@ -56,6 +60,13 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 txt2img_built = txt2img_tab.build(txt2img)
             with gr.Tab("img2img", id="img2img"):
                 txt2img_tab.build_img2img(txt2img, txt2img_built)
+            last_generated = txt2img_built[0] if txt2img_built else None
+            with gr.Tab("Inpainting", id="inpaint"):
+                inpainted = inpaint_tab.build(inpaint, last_generated)
+            with gr.Tab("ControlNet", id="controlnet"):
+                sources = {"Use the last text-to-image result": last_generated,
+                           "Use the last inpainting result": inpainted}
+                controlnet_tab.build(controlnet, {k: v for k, v in sources.items() if v is not None})
     demo.background_warmups = demo_warmups
     return demo
 

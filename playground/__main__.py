@@ -12,6 +12,7 @@ VAE_MODELS = ("ae", "vae2", "vae20", "bvae20", "convvae")
 GAN_MODELS = ("gan_mlp", "gan_dcgan", "gan_wgan", "gan_wgangp", "gan_cgan")
 DIFFUSION_MODELS = ("diffusion_unet", "diffusion_dit")
 LATENT_MODELS = ("tiny_sd",)
+ADDON_MODELS = ("tiny_sd_inpaint", "tiny_sd_controlnet")   # fine-tuned on top of tiny_sd
 ALL_TRAINABLE = ("classifier", *VAE_MODELS, *GAN_MODELS, *DIFFUSION_MODELS)
 
 
@@ -21,6 +22,14 @@ def _evaluate(name: str, ckpt: Path) -> dict:
         from .eval.report import evaluate_classifier_and_card
 
         return evaluate_classifier_and_card(ckpt)
+    if name in ("inpaint", "tiny_sd_inpaint"):
+        from .latent.inpaint_evaluate import evaluate_and_card as inpaint_card
+
+        return inpaint_card(ckpt)
+    if name in ("controlnet", "tiny_sd_controlnet"):
+        from .latent.controlnet_evaluate import evaluate_and_card as controlnet_card
+
+        return controlnet_card(ckpt)
     if name in ("txt2img", *LATENT_MODELS):
         from .latent.evaluate import evaluate_and_card as txt2img_card
 
@@ -43,6 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = ALL_TRAINABLE if args.model == "all" else (args.model,)
     if args.model in LATENT_MODELS:
         return _train_latent(args, ckpt)
+    if args.model in ADDON_MODELS:
+        return _train_addon(args, ckpt)
     for name in names:
         overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed,
                                        "batch_size": args.batch_size}.items() if v is not None}
@@ -100,6 +111,24 @@ def _train_latent(args: argparse.Namespace, ckpt: Path) -> int:
     return 0
 
 
+def _train_addon(args: argparse.Namespace, ckpt: Path) -> int:
+    """``train tiny_sd_inpaint`` / ``tiny_sd_controlnet``: fine-tuned from ``checkpoints/tiny_sd``."""
+    if args.model == "tiny_sd_inpaint":
+        from .latent.inpaint_train import train as addon_train
+        what = "inpaint"
+    else:
+        from .latent.controlnet_train import train as addon_train
+        what = "controlnet"
+    for flag in ("epochs", "lr", "batch_size", "seed"):
+        if getattr(args, flag) is not None:
+            print(f"{args.model}: --{flag.replace('_', '-')} is not used (the preset fixes it)", file=sys.stderr)
+    record = addon_train(out_dir=ckpt / args.model, base=ckpt / "tiny_sd", resume=not args.no_resume)
+    print(json.dumps(record, default=str))
+    if "interrupted_at" not in record:
+        print(f"next: `python -m playground evaluate {what}` for the model card's figures", file=sys.stderr)
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -116,11 +145,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
-    targets = {"all": (*ALL_TRAINABLE, *LATENT_MODELS), "vae": VAE_MODELS, "gan": GAN_MODELS,
-               "diffusion": DIFFUSION_MODELS, "txt2img": LATENT_MODELS}.get(args.what, (args.what,))
+    targets = {"all": (*ALL_TRAINABLE, *LATENT_MODELS, *ADDON_MODELS), "vae": VAE_MODELS, "gan": GAN_MODELS,
+               "diffusion": DIFFUSION_MODELS, "txt2img": LATENT_MODELS, "inpaint": ("tiny_sd_inpaint",),
+               "controlnet": ("tiny_sd_controlnet",)}.get(args.what, (args.what,))
     results = {}
     for name in targets:
-        if not (ckpt / name / "config.json").exists():
+        if not any((ckpt / name / f).exists() for f in ("config.json", "model_index.json")):
             print(f"skipping {name}: no checkpoint (python -m playground train {name})", file=sys.stderr)
             continue
         results[name] = _evaluate(name, ckpt)
@@ -145,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a built-in model into checkpoints/<name> (resumable)")
-    t.add_argument("model", choices=(*ALL_TRAINABLE, *LATENT_MODELS, "all"),
-                   help="which model ('all' = every one, in order; tiny_sd is trained on its own)")
+    t.add_argument("model", choices=(*ALL_TRAINABLE, *LATENT_MODELS, *ADDON_MODELS, "all"),
+                   help="which model ('all' = every one, in order; tiny_sd and the models fine-tuned from it "
+                        "(tiny_sd_inpaint, tiny_sd_controlnet) are trained on their own)")
     t.add_argument("--epochs", type=int, help="override the preset's epoch budget")
     t.add_argument("--seed", type=int, help="training seed (default 0; same seed -> same weights)")
     t.add_argument("--lr", type=float, help="learning rate")
@@ -165,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("evaluate", help="measure the figures in the model cards (and rewrite the cards)")
     e.add_argument("what", nargs="?", default="all",
-                   choices=("all", "vae", "gan", "diffusion", "txt2img", *ALL_TRAINABLE, *LATENT_MODELS))
+                   choices=("all", "vae", "gan", "diffusion", "txt2img", "inpaint", "controlnet", *ALL_TRAINABLE,
+                            *LATENT_MODELS, *ADDON_MODELS))
     e.add_argument("--checkpoints", help="checkpoint root")
     e.add_argument("--json", help="also write the results to this file")
     e.set_defaults(func=cmd_evaluate)

@@ -64,4 +64,27 @@ def checkpoints_with_tiny_sd(root: Path) -> Path:
         if (root / "tiny_sd").is_symlink():
             (root / "tiny_sd").unlink()
         random_pipeline(root / "tiny_sd", preset="test", seed=0)
+    _random_addons(root)
     return root
+
+
+def _random_addons(root: Path) -> None:
+    """Random stand-ins for the models fine-tuned from tiny_sd, when they are not trained yet: a 9-channel
+    inpainting pipeline (tiny "test" parts) and a ControlNet made from the served base's U-Net (its zero
+    convolutions make it a no-op until trained, which is all the API tests need of it)."""
+    from playground.latent.components import build_components, get_config, load_pipeline
+    from playground.latent.controlnet import make_controlnet
+    from playground.latent.inpaint import make_inpaint_unet
+    from playground.latent.inpaint_train import inpaint_pipeline
+
+    if not (root / "tiny_sd_inpaint" / "model_index.json").exists():
+        if (root / "tiny_sd_inpaint").is_symlink():
+            (root / "tiny_sd_inpaint").unlink()
+        parts = build_components(get_config("test"), seed=1)
+        inpaint_pipeline(parts, make_inpaint_unet(parts["unet"])).save_pretrained(root / "tiny_sd_inpaint",
+                                                                                   safe_serialization=True)
+    if not (root / "tiny_sd_controlnet" / "config.json").exists():
+        if (root / "tiny_sd_controlnet").is_symlink():
+            (root / "tiny_sd_controlnet").unlink()
+        make_controlnet(load_pipeline(root / "tiny_sd").unet).save_pretrained(root / "tiny_sd_controlnet",
+                                                                               safe_serialization=True)

@@ -1,8 +1,11 @@
 """Load each model once, keep it resident on the device, share it between all requests.
 
-``REGISTRY.get(key, loader)`` runs ``loader()`` the first time ``key`` is asked for (under a
-per-key lock, so concurrent first requests load it exactly once) and returns the cached object
-afterwards without taking any lock.
+``REGISTRY.get(key, loader)`` runs ``loader()`` the first time ``key`` is asked for and returns the
+cached object afterwards without taking any lock. Loads run one at a time, under one re-entrant lock
+(a loader may ask for another model): concurrent first requests load a model exactly once, and two
+different models never load at the same time — transformers / accelerate build models under a
+process-wide "empty weights" patch of ``torch.nn.Module``, so two threads loading at once handed each
+other meta tensors (seen: the start-up warm-ups of three pipelines).
 """
 from __future__ import annotations
 
@@ -18,17 +21,14 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._objects: dict[str, Any] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._load_lock = threading.RLock()
         self.load_counts: dict[str, int] = {}
 
     def get(self, key: str, loader: Callable[[], T]) -> T:
         obj = self._objects.get(key)
         if obj is not None:
             return obj
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._load_lock:
             obj = self._objects.get(key)
             if obj is None:
                 obj = loader()
@@ -43,9 +43,8 @@ class ModelRegistry:
         return list(self._objects)
 
     def clear(self) -> None:
-        with self._guard:
+        with self._load_lock:
             self._objects.clear()
-            self._locks.clear()
             self.load_counts.clear()
 
 

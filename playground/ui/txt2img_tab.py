@@ -68,11 +68,11 @@ Strength 1 forgets the picture entirely (pure noise); small strengths keep its l
 """
 
 
-def _clock(s: float) -> str:
+def clock(s: float) -> str:
     return "—" if s != s or s == float("inf") else f"{s:.1f} s"
 
 
-def _notices(items: list[str]) -> str:
+def notices_text(items: list[str]) -> str:
     return "".join(f"\n\n> ⚠ {n}" for n in items)
 
 
@@ -238,19 +238,19 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
             last_frame = 0.0
             for item in service.txt2img(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n,
                                         should_stop=should_stop, preview_seconds=preview_seconds):
-                notes = _notices(item["notices"])
+                notes = notices_text(item["notices"])
                 if item["kind"] == "step":
                     now = time.perf_counter()
                     if item["preview"] is None or (now - last_frame < FRAME_SECONDS and item["step"] < item["total"]):
                         continue
                     last_frame = now
                     text = (f"step {item['step']} / {item['total']} · t = {int(item['t'])} · elapsed "
-                            f"{_clock(item['elapsed'])} · ETA {_clock(item['eta_s'])}{notes}")
+                            f"{clock(item['elapsed'])} · ETA {clock(item['eta_s'])}{notes}")
                     frame = show(item["preview"], scale, kind="preview", step=item["step"], prompt=prompt)
                     yield text, frame, gr.update(), gr.update()
                 elif item["kind"] == "done":
                     text = (f"**Done**: {item['steps']} steps of {item['scheduler']}, {len(item['images'])} image(s) "
-                            f"in {_clock(item['seconds'])} (x̂₀ previews: {_clock(item['preview_decode_seconds'])})"
+                            f"in {clock(item['seconds'])} (x̂₀ previews: {clock(item['preview_decode_seconds'])})"
                             f"{notes}")
                     caps = [f"seed {seed + i:g}" for i in range(len(item["images"]))]
                     yield text, gr.update(), _gallery(item["images"], caps), item["images"][0]
@@ -277,7 +277,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         """The same seed at guidance scales 1, 2, 4, 7.5, 12, side by side."""
         r = service.cfg_sweep(prompt, negative_prompt, steps, seed, scheduler)
         caps = [f"s = {s:g}" for s in r["scales"]]
-        return _gallery(r["images"], caps), f"{len(caps)} runs in {_clock(r['seconds'])}{_notices(r['notices'])}"
+        return _gallery(r["images"], caps), f"{len(caps)} runs in {clock(r['seconds'])}{notices_text(r['notices'])}"
 
     @user_errors
     def cfg_step(prompt: str, negative_prompt: str, steps: float, seed: float, step_index: float,
@@ -287,7 +287,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         nr = r["norms"]
         text = (f"Step {r['step']} of {r['steps']} · t = {r['t']} · ᾱ_t = {r['alpha_bar']:.3f} · s = "
                 f"{r['guidance_scale']:g} · ‖ε_∅‖ = {nr['uncond']:.2f}, ‖ε_y‖ = {nr['cond']:.2f}, "
-                f"‖ε_y − ε_∅‖ = {nr['direction']:.3f}, ‖ε̃‖ = {nr['guided']:.2f}{_notices(r['notices'])}")
+                f"‖ε_y − ε_∅‖ = {nr['direction']:.3f}, ‖ε̃‖ = {nr['guided']:.2f}{notices_text(r['notices'])}")
         tag = dict(kind="cfg_step", step=r["step"], seed=seed, guidance_scale=r["guidance_scale"])
 
         def s(im: Any, part: str) -> Any:
@@ -346,8 +346,8 @@ def build_img2img(service: Txt2ImgService, built: tuple[gr.State, dict[str, Any]
                     seed: float, scheduler: str, negative_prompt: str = ""):
         """img2img: the image used, the noised starting point, the result."""
         r = service.img2img(image, prompt, strength, steps, guidance_scale, seed, scheduler, negative_prompt)
-        text = (f"**Done** in {_clock(r['seconds'])}: noised to t_s = {r['t_start']} (ᾱ = {r['alpha_bar']:.3f}), "
-                f"then {r['steps_run']} of {int(steps)} steps.{_notices(r['notices'])}")
+        text = (f"**Done** in {clock(r['seconds'])}: noised to t_s = {r['t_start']} (ᾱ = {r['alpha_bar']:.3f}), "
+                f"then {r['steps_run']} of {int(steps)} steps.{notices_text(r['notices'])}")
         tag = dict(kind="img2img", seed=seed, strength=strength)
         return (text, show(r["input"], scale, part="input", **tag), show(r["start"], scale, part="start", **tag),
                 show(r["result"], scale, **(read_params(r["result"]) or {})))
