@@ -77,10 +77,10 @@ class ControlNetTrainConfig:
 
 
 PRESETS: dict[str, ControlNetTrainConfig] = {
-    # ≈ 24 min on 2 CPU threads: see SIZING_NOTE for the measurement.
+    # ≈ 21 min on 2 CPU threads: see SIZING_NOTE for the measurement.
     "tiny_sd_controlnet": ControlNetTrainConfig(
-        FinetuneConfig(steps=2100, batch=32, lr=2e-4, warmup=100, ema=0.995, max_minutes=35.0, stage=STAGE),
-        notes="≈ 24 min on 2 CPU threads (2,100 steps × ≈ 0.69 s)"),
+        FinetuneConfig(steps=1800, batch=32, lr=2e-4, warmup=100, ema=0.995, max_minutes=26.0, stage=STAGE),
+        notes="≈ 21 min on 2 CPU threads (1,800 steps × ≈ 0.69 s)"),
     # For unit tests: a couple of seconds on a random "test" base.
     "test": ControlNetTrainConfig(
         FinetuneConfig(steps=4, batch=4, lr=1e-3, warmup=1, ema=0.9, log_every=1, save_every=1, stage=STAGE),
@@ -91,8 +91,8 @@ SIZING_NOTE = ("Measured on this 2-core CPU with a random model of tiny_sd's siz
                "jobs shared the machine: one step at batch 32 — render 32 scenes, Canny, encode with the locked "
                "autoencoder, the text encoder, the ControlNet forward and backward through the locked U-Net's "
                "middle and up blocks, AdamW and EMA — costs 1.13-1.23 CPU-seconds (median 1.17). With two threads "
-               "(≈ 1.7× assumed) a step takes ≈ 0.69 s, so the preset's 2,100 steps take ≈ 24 min (budget cap "
-               "35 min). The ControlNet has 1.01 M parameters (4.1 MB in float32), one image with it (25 "
+               "(≈ 1.7× assumed) a step takes ≈ 0.69 s, so the preset's 1,800 steps take ≈ 21 min (budget cap "
+               "26 min). The ControlNet has 1.01 M parameters (4.1 MB in float32), one image with it (25 "
                "DPM-Solver++ steps, CFG) ≈ 0.95 s at one thread against 0.63 s without.")
 
 

@@ -75,10 +75,10 @@ class InpaintTrainConfig:
 
 
 PRESETS: dict[str, InpaintTrainConfig] = {
-    # ≈ 20 min on 2 threads: 1,800 steps × 1.15 CPU-s / 1.7 (see SIZING_NOTE)
-    "tiny_sd_inpaint": InpaintTrainConfig(FinetuneConfig(steps=1800, batch=32, lr=2e-4, warmup=100, ema=0.998,
-                                                         max_minutes=30.0, log_every=25, save_every=50, stage=3),
-                                          notes="≈ 20 min on 2 CPU threads"),
+    # ≈ 17 min on 2 threads: 1,500 steps × 1.15 CPU-s / 1.7 (see SIZING_NOTE)
+    "tiny_sd_inpaint": InpaintTrainConfig(FinetuneConfig(steps=1500, batch=32, lr=2e-4, warmup=100, ema=0.998,
+                                                         max_minutes=24.0, log_every=25, save_every=50, stage=3),
+                                          notes="≈ 17 min on 2 CPU threads"),
     "test": InpaintTrainConfig(FinetuneConfig(steps=4, batch=4, lr=1e-3, warmup=1, ema=0.9, log_every=1,
                                               save_every=1, stage=3),
                                monitor_items=4, monitor_every=2, notes="unit tests"),
@@ -348,5 +348,5 @@ SIZING_NOTE = ("One training step at batch 32 measured 1.1-1.2 CPU-s on one thre
                "of tiny_sd's size, another training sharing the CPU): ≈ 0.34 s for the two VAE encodes (image and "
                "masked image), 0.08 s for the frozen text encoder, ≈ 0.7 s for the U-Net's forward and backward "
                "pass; rendering 32 scenes and their masks takes < 0.01 s. With two threads (≈ 1.7× faster) the "
-               "preset's 1,800 steps take ≈ 20 minutes (capped at 30).")
+               "preset's 1,500 steps take ≈ 17 minutes (capped at 24).")
 
