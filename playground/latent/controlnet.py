@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,7 @@ from ..core.images import with_params
 from ..core.service import Service
 from ..core.settings import Settings
 from ..diffusion.sampler import _DIFFUSERS_IMPORT
-from .service import BUILTIN, DEFAULT_SCHEDULER, GenRequest, LoadedSD, Txt2ImgService, to_rgb
+from .service import BUILTIN, DEFAULT_SCHEDULER, GenRequest, HubFallback, LoadedSD, Txt2ImgService, to_rgb
 
 log = logging.getLogger("playground")
 
@@ -175,15 +174,13 @@ class LoadedControl:
         return self.base.image_size
 
 
-class ControlNetService(Service):
+class ControlNetService(HubFallback, Service):
     """Canny preview and ControlNet generation, on the parts of the text-to-image service's models."""
 
     def __init__(self, txt2img: Txt2ImgService, settings: Settings | None = None) -> None:
         super().__init__(settings or txt2img.settings, txt2img.registry)
         self.txt2img = txt2img
-        self.model_note = ""            # what the visitor should know about the served ControlNet (fallbacks)
-        self._hub_failed = False
-        self._note_lock = threading.Lock()
+        self._init_hub_note()
 
     # ---- models ----------------------------------------------------------------------------------
     @property
@@ -202,13 +199,10 @@ class ControlNetService(Service):
             return True
         return self.builtin_present() and self.txt2img.builtin_present()
 
-    def _fail_hub(self, reason: str) -> None:
-        with self._note_lock:
-            if not self._hub_failed:
-                self._hub_failed = True
-                self.model_note = (f"The configured ControlNet {self.settings.controlnet_model!r} is not used: "
-                                   f"{reason}. Serving the built-in tiny ControlNet instead.")
-                log.error("PLAYGROUND_CONTROLNET_MODEL=%s: %s", self.settings.controlnet_model, reason)
+    def _not_used(self, reason: str) -> None:
+        hub = self.settings.controlnet_model
+        self._fail_hub(f"The configured ControlNet {hub!r} is not used: {reason}. Serving the built-in tiny "
+                       "ControlNet instead.", f"PLAYGROUND_CONTROLNET_MODEL={hub}: {reason}")
 
     def model(self) -> LoadedControl:
         """The ControlNet and its base, loaded once: the Hub ControlNet of ``settings.controlnet_model`` on
@@ -219,18 +213,18 @@ class ControlNetService(Service):
         if hub and not self._hub_failed:
             base = None
             if not self.settings.txt2img_model:
-                self._fail_hub("it needs a Hub base model (PLAYGROUND_TXT2IMG_MODEL is empty; the built-in "
+                self._not_used("it needs a Hub base model (PLAYGROUND_TXT2IMG_MODEL is empty; the built-in "
                                "tiny model has other shapes)")
             else:
                 base = self.txt2img.model()
                 if base.builtin:
-                    self._fail_hub("the Hub base model could not be loaded " + (f"({self.txt2img.model_note})"
+                    self._not_used("the Hub base model could not be loaded " + (f"({self.txt2img.model_note})"
                                                                               if self.txt2img.model_note else ""))
             if base is not None and not base.builtin:
                 try:
                     return self.registry.get(f"controlnet/hub/{hub}/{base.model}", lambda: self._load_hub(hub, base))
                 except Exception as exc:  # noqa: BLE001 - any failure: say so and serve the built-in model
-                    self._fail_hub(f"it could not be loaded ({type(exc).__name__}: {str(exc)[:300]})")
+                    self._not_used(f"it could not be loaded ({type(exc).__name__}: {str(exc)[:300]})")
         if not self.builtin_present():
             raise UserInputError("The ControlNet is not trained yet (no checkpoints/tiny_sd_controlnet): "
                                  f"{TRAIN_COMMAND}. The Canny preview works without it.")

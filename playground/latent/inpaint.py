@@ -52,7 +52,7 @@ from ..core.registry import ModelRegistry
 from ..core.service import Service
 from ..core.settings import Limits, Settings
 from ..diffusion.sampler import _DIFFUSERS_IMPORT
-from .service import DEFAULT_SCHEDULER, GenRequest, LoadedSD, Txt2ImgService, to_rgb
+from .service import DEFAULT_SCHEDULER, GenRequest, HubFallback, LoadedSD, Txt2ImgService, place_pipeline, to_rgb
 
 log = logging.getLogger("playground")
 
@@ -295,7 +295,7 @@ def make_inpaint_unet(unet: Any) -> Any:
 
 # ============================================================================ the service
 
-class InpaintService(Service):
+class InpaintService(HubFallback, Service):
     """Inpainting with either method, on top of :class:`Txt2ImgService` (its validation, its streamed
     pipeline runner, its base model for the blending method)."""
 
@@ -303,9 +303,7 @@ class InpaintService(Service):
                  registry: ModelRegistry | None = None) -> None:
         super().__init__(settings or txt2img.settings, registry or txt2img.registry)
         self.txt2img = txt2img
-        self.model_note = ""             # why a configured Hub inpainting model is not the one being served
-        self._hub_failed = False
-        self._note_lock = threading.Lock()
+        self._init_hub_note()
 
     # ---- models --------------------------------------------------------------------------------
     @property
@@ -357,17 +355,10 @@ class InpaintService(Service):
         set (falling back to ours, with :attr:`model_note` saying why, if it cannot be loaded), else
         ``checkpoints/tiny_sd_inpaint``."""
         hub = self.settings.inpaint_model
-        if hub and not self._hub_failed:
-            try:
-                return self.registry.get(f"inpaint/hub/{hub}", lambda: self._load_hub(hub))
-            except Exception as exc:  # noqa: BLE001 - any failure: say so and serve the built-in model
-                with self._note_lock:
-                    if not self._hub_failed:
-                        self._hub_failed = True
-                        self.model_note = (f"The configured inpainting model {hub!r} could not be loaded "
-                                           f"({type(exc).__name__}: {str(exc)[:300]}); serving the built-in "
-                                           f"tiny model instead.")
-                        log.error("PLAYGROUND_INPAINT_MODEL=%s failed to load: %s", hub, exc)
+        m = self._try_hub(f"inpaint/hub/{hub}", hub, lambda: self._load_hub(hub), "inpainting model",
+                          "PLAYGROUND_INPAINT_MODEL")
+        if m is not None:
+            return m
         if not self.builtin_present():
             raise UserInputError(f"The 9-channel inpainting model is not trained yet (no checkpoints/{NAME}): "
                                  f"{TRAIN_COMMAND}. The latent-blending method works without it.")
@@ -390,18 +381,7 @@ class InpaintService(Service):
         pipe = classes["AutoPipelineForInpainting"].from_pretrained(
             model_id, dtype=torch.float16 if cuda else torch.float32, use_safetensors=True)
         pipe.set_progress_bar_config(disable=True)
-        offload = False
-        if cuda:
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if free < 6 * 2**30:
-                pipe.enable_model_cpu_offload(device=self.device)
-                offload = True
-            else:
-                pipe.to(self.device)
-                if free < 12 * 2**30:
-                    pipe.enable_attention_slicing()
-        else:
-            pipe.to(self.device)
+        offload = place_pipeline(pipe, self.device)
         log.info("inpaint: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
         return LoadedSD(pipe, type(pipe), model_id, False, offload, threading.Lock() if offload else None, classes)
 

@@ -261,14 +261,57 @@ class GenRequest:
 
 
 # ------------------------------------------------------------------------------------- service
-class Txt2ImgService(Service):
+class HubFallback:
+    """What the services of the text-to-image family share about a configured Hub model: it is tried once;
+    when it cannot be used, :attr:`model_note` says why (shown in the tab) and the built-in model serves."""
+
+    def _init_hub_note(self) -> None:
+        self.model_note = ""            # why a configured Hub model is not the one being served
+        self._hub_failed = False        # a Hub model that failed is not retried per request
+        self._note_lock = threading.Lock()
+
+    def _fail_hub(self, note: str, log_line: str) -> None:
+        with self._note_lock:
+            if not self._hub_failed:
+                self._hub_failed = True
+                self.model_note = note
+                log.error(log_line)
+
+    def _try_hub(self, key: str, model_id: str, loader: Callable[[], Any], what: str, env: str) -> Any | None:
+        """The Hub model ``model_id`` loaded once through the registry, or None (and a note) if it fails."""
+        if not model_id or self._hub_failed:
+            return None
+        try:
+            return self.registry.get(key, loader)   # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - any failure: say so and serve the built-in model
+            self._fail_hub(f"The configured {what} {model_id!r} could not be loaded ({type(exc).__name__}: "
+                           f"{str(exc)[:300]}); serving the built-in tiny model instead.",
+                           f"{env}={model_id} failed to load: {exc}")
+            return None
+
+
+def place_pipeline(pipe: Any, device: torch.device) -> bool:
+    """Put a Hub pipeline on ``device``; on CUDA with little free memory, model CPU offload (< 6 GiB free:
+    returns True, runs must then be serialised) or attention slicing (< 12 GiB)."""
+    if device.type != "cuda":
+        pipe.to(device)
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    if free < 6 * 2**30:
+        pipe.enable_model_cpu_offload(device=device)
+        return True
+    pipe.to(device)
+    if free < 12 * 2**30:
+        pipe.enable_attention_slicing()
+    return False
+
+
+class Txt2ImgService(HubFallback, Service):
     """Text to image, CFG made visible, and img2img on one Stable Diffusion pipeline."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.model_note = ""            # why a configured Hub model is not the one being served
-        self._hub_failed = False        # a Hub model that failed to load is not retried per request
-        self._note_lock = threading.Lock()
+        self._init_hub_note()
 
     # ---- the model ---------------------------------------------------------------------------
     @property
@@ -286,17 +329,9 @@ class Txt2ImgService(Service):
         """The pipeline, loaded once: the Hub model of ``settings.txt2img_model`` when set (falling back
         to the built-in one, with :attr:`model_note` saying why, if it cannot be loaded), else ours."""
         hub = self.settings.txt2img_model
-        if hub and not self._hub_failed:
-            try:
-                return self.registry.get(f"txt2img/hub/{hub}", lambda: self._load_hub(hub))
-            except Exception as exc:  # noqa: BLE001 - any failure: say so and serve the built-in model
-                with self._note_lock:
-                    if not self._hub_failed:
-                        self._hub_failed = True
-                        self.model_note = (f"The configured model {hub!r} could not be loaded "
-                                           f"({type(exc).__name__}: {str(exc)[:300]}); serving the built-in "
-                                           f"tiny model instead.")
-                        log.error("PLAYGROUND_TXT2IMG_MODEL=%s failed to load: %s", hub, exc)
+        m = self._try_hub(f"txt2img/hub/{hub}", hub, lambda: self._load_hub(hub), "model", "PLAYGROUND_TXT2IMG_MODEL")
+        if m is not None:
+            return m
         if not self.builtin_present():
             raise UserInputError("The text-to-image model is not trained yet (no checkpoints/tiny_sd): "
                                  "python -m playground train tiny_sd")
@@ -326,18 +361,7 @@ class Txt2ImgService(Service):
         dtype = torch.float16 if cuda else torch.float32
         pipe = classes["AutoPipelineForText2Image"].from_pretrained(model_id, dtype=dtype, use_safetensors=True)
         pipe.set_progress_bar_config(disable=True)
-        offload = False
-        if cuda:
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if free < 6 * 2**30:
-                pipe.enable_model_cpu_offload(device=self.device)
-                offload = True
-            else:
-                pipe.to(self.device)
-                if free < 12 * 2**30:
-                    pipe.enable_attention_slicing()
-        else:
-            pipe.to(self.device)
+        offload = place_pipeline(pipe, self.device)
         img2img = type(classes["AutoPipelineForImage2Image"].from_pipe(pipe))
         log.info("txt2img: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
         return LoadedSD(pipe, img2img, model_id, False, offload, threading.Lock() if offload else None, classes)
