@@ -163,7 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    out = run_bench(quick=args.quick, calls=args.calls)
+    out = run_bench(quick=args.quick, calls=args.calls, only=args.only)
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     b.add_argument("--calls", type=int, default=60, help="API calls per endpoint")
     b.add_argument("--json", help="also write the results to this file")
+    b.add_argument("--only", choices=("latent",), help="only the text-to-image family's served latencies "
+                                                        "(/txt2img, /canny vs a no-op image endpoint)")
     b.set_defaults(func=cmd_bench)
 
     args = p.parse_args(argv)

@@ -60,13 +60,18 @@ def in_process(repeats: int = 300) -> dict[str, Any]:
     return out
 
 
-def run_bench(quick: bool = False, calls: int = 60) -> dict[str, Any]:
+def run_bench(quick: bool = False, calls: int = 60, only: str | None = None) -> dict[str, Any]:
     import platform
 
     import torch
 
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                        "torch": torch.__version__, "torch_threads": torch.get_num_threads()}}
+    if only == "latent":                # the text-to-image family's served latencies alone
+        from .ui.bench_served import latent_latency
+
+        out["latent"] = latent_latency(calls=10 if quick else min(calls, 30))
+        return out
     out["in_process"] = in_process(60 if quick else 300)
     from .ui.bench_served import served  # the API client side lives with the UI it measures
 

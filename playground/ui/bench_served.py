@@ -273,3 +273,42 @@ def served(calls: int = 60, cold_runs: int = 3, live_seconds: float = 30.0) -> d
         "cold_start_ratio_median": round(statistics.median(cold["app"]) / statistics.median(cold["bare"]), 3),
         "app_peak_rss_mb": rss[-1] if rss else None,
     }
+
+
+def latent_latency(calls: int = 30, warm_seconds: float = 20.0) -> dict[str, Any]:
+    """``/txt2img`` and ``/canny`` of the real app against the bare app's no-op image endpoint, interleaved
+    call by call in one run (``python -m playground bench --only latent``), after the app's background
+    warm-ups (``warm_seconds``)."""
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PLAYGROUND_HOST="127.0.0.1")
+    procs = []
+    lat: dict[str, list[float]] = {"noop": []}
+    try:
+        clients = {}
+        commands = {"bare": [sys.executable, str(BARE_APP)], "app": [sys.executable, str(REPO_ROOT / "app.py")]}
+        for which, cmd in commands.items():
+            port = _free_port()
+            proc, _, client = _start(cmd + ([str(port)] if which == "bare" else []), port,
+                                     dict(env, PLAYGROUND_PORT=str(port)))
+            procs.append(proc)
+            clients[which] = client
+        time.sleep(warm_seconds)
+        i = 0
+        pairs = [("noop", lambda: clients["bare"].predict("x", api_name="/noop"))]
+        pairs += _latent_pairs(clients["app"], lambda: i)
+        for i in range(calls + 3):
+            for name, fn in pairs:
+                t = time.perf_counter()
+                fn()
+                if i >= 3:
+                    lat.setdefault(name, []).append(time.perf_counter() - t)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    out = {f"api_{k}": summary(v) for k, v in lat.items() if v}
+    if "api_canny" in out:
+        out["api_canny_ratio_p50"] = round(out["api_canny"]["p50_ms"] / out["api_noop"]["p50_ms"], 3)
+    return out
