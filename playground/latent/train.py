@@ -266,6 +266,20 @@ def _vae_fingerprint(vae: torch.nn.Module) -> float:
         return float(sum(p.double().abs().sum() for p in vae.parameters()))
 
 
+def _pool_chunk_seed(seed: int, chunk: int) -> int:
+    return (seed + 7919) * 100_003 + chunk
+
+
+def pool_captions(pool_size: int = 40_000, seed: int = 0) -> set[str]:
+    """Every caption the U-Net and text encoder were trained on (the latent pool's), recomputed from the
+    seeds without rendering (≈ 1 s): what "a prompt not seen in training" is checked against."""
+    out: set[str] = set()
+    for c, start in enumerate(range(0, pool_size, POOL_CHUNK)):
+        out.update(s.caption for s in scenes.scene_specs(min(POOL_CHUNK, pool_size - start),
+                                                          _pool_chunk_seed(seed, c), "train"))
+    return out
+
+
 @torch.no_grad()
 def build_latent_pool(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path) -> dict[str, Any]:
     """Render ``pool_size`` training scenes once, encode them (posterior mean and std, float16), tokenize
@@ -280,7 +294,7 @@ def build_latent_pool(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path) -> di
     vae.eval()
     means, stds, captions = [], [], []
     for c, start in enumerate(range(0, cfg.pool_size, POOL_CHUNK)):      # chunks: 1,024 images = 50 MB
-        batch = scenes.render_dataset(min(POOL_CHUNK, cfg.pool_size - start), seed=(cfg.seed + 7919) * 100_003 + c,
+        batch = scenes.render_dataset(min(POOL_CHUNK, cfg.pool_size - start), seed=_pool_chunk_seed(cfg.seed, c),
                                       size=cfg.model.image_size, split="train")
         captions += batch.captions
         for i in range(0, len(batch), cfg.encode_batch):
