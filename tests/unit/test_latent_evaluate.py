@@ -190,3 +190,14 @@ def test_speed_figures_time_the_pipeline_and_restore_threads(pipe):
     assert speed["one_image_seconds_1_thread"] > 0 and speed["one_image_seconds_2_threads"] > 0
     assert speed["four_images_seconds_1_thread"] > 0 and speed["steps"] == 2
     assert torch.get_num_threads() == threads
+
+
+def test_unseen_prompts_never_occur_among_the_training_captions():
+    from playground.latent.train import pool_captions
+
+    seen = pool_captions(pool_size=3000, seed=0)
+    prompts = E.unseen_prompts(30, seed=0, pool_size=3000)
+    assert len(prompts) == len(set(prompts)) == 30 and not seen & set(prompts)
+    assert prompts == E.unseen_prompts(30, seed=0, pool_size=3000)
+    heldout = {f"{c} {s}" for c, s in S.HELDOUT_PAIRS}
+    assert not any(pair in p for p in prompts for pair in heldout)      # training colour-shape pairs only
