@@ -29,3 +29,20 @@ def test_save_weights_refuses_files_over_10_mb(tmp_path):
         save_weights(tmp_path, {"w": torch.zeros(3 * 1024 * 1024)})
     assert not (tmp_path / "model.safetensors").exists()
 
+
+
+# diffusers folders (a pipeline, or a ControlNet model): every file, at any depth, within the limits
+PIPELINES = {"tiny_sd": "python -m playground train tiny_sd"}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_pipeline_folder_is_complete(name):
+    folder = ROOT / name
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert any(f.suffix == ".safetensors" for f in files), f"train it: {PIPELINES[name]}"
+    for f in files:
+        assert f.suffix in {".safetensors", ".json", ".csv", ".md", ".txt", ".png"}, f     # no pickles
+        assert f.stat().st_size <= MAX_FILE_BYTES, f
+    card = (folder / "README.md").read_text()
+    assert PIPELINES[name] in card and "Measured figures" in card
+    assert (folder / "metrics.json").exists() and (folder / "training.json").exists()
