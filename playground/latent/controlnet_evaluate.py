@@ -41,8 +41,7 @@ from ..core.settings import REPO_ROOT
 from ..data import scenes as S
 from ..eval.scene_checker import aggregate, check_caption
 from .controlnet import DEFAULT_HIGH, DEFAULT_LOW, NAME, canny_array
-from .evaluate import (_batches, _image_path, _read_meta, _save_png, _to_uint8, _with_scheduler, _write_meta,
-                       heldout_scenes, scene_for_prompt, weights_hash)
+from .evaluate import _with_scheduler, generate_images, heldout_scenes, scene_for_prompt, weights_hash
 
 DEFAULT_CACHE = REPO_ROOT / "runs" / "controlnet_eval"
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.0)
@@ -110,41 +109,14 @@ def generate(pipe: Any, plain: Any, prompts: Sequence[str], edges: Sequence[np.n
              steps: int = 25, guidance: float = 7.5, seed: int = 0, batch: int = 8, folder: Path | None = None,
              progress: bool = True) -> tuple[list[np.ndarray], float]:
     """One uint8 image per prompt at conditioning ``scale`` (prompt i from generator ``seed + i``); scale 0
-    runs ``plain``. Cached in ``folder`` as in :func:`.evaluate.generate_images`. Returns (images, seconds)."""
-    images: list[np.ndarray | None] = [None] * len(prompts)
-    meta = {"seconds": 0.0, "generated": 0}
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = _read_meta(folder)
-        for i, p in enumerate(prompts):
-            path = _image_path(folder, i, p)
-            if path.exists():
-                images[i] = np.asarray(Image.open(path).convert("RGB"))
-    todo = [i for i, im in enumerate(images) if im is None]
-    runner = _with_scheduler(plain if scale == 0 else pipe, "dpm++") if todo else None
-    for chunk in _batches(todo, max(1, batch)):
-        kwargs: dict[str, Any] = dict(prompt=[prompts[i] for i in chunk], num_inference_steps=steps,
-                                      guidance_scale=guidance, output_type="np",
-                                      generator=[torch.Generator("cpu").manual_seed(seed + i) for i in chunk])
-        if scale != 0:
-            kwargs.update(image=[Image.fromarray(edges[i]).convert("RGB") for i in chunk],
-                          controlnet_conditioning_scale=float(scale))
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = runner(**kwargs)
-        meta["seconds"] = float(meta["seconds"]) + time.perf_counter() - start
-        meta["generated"] = int(meta["generated"]) + len(chunk)
-        for i, img in zip(chunk, _to_uint8(out.images)):
-            images[i] = img
-            if folder is not None:
-                _save_png(img, _image_path(folder, i, prompts[i]))
-        if folder is not None:
-            _write_meta(folder, meta)
-        if progress:
-            done = sum(im is not None for im in images)
-            print(f"  scale {scale:g}: {done}/{len(prompts)} images, {meta['seconds']:.1f} s", file=sys.stderr,
-                  flush=True)
-    return [im for im in images if im is not None], float(meta["seconds"])
+    runs ``plain``. Cached in ``folder`` as :func:`.evaluate.generate_images` (which this calls) does.
+    Returns (images, seconds)."""
+    def control(chunk: list[int]) -> dict[str, Any]:
+        return {"image": [Image.fromarray(edges[i]).convert("RGB") for i in chunk],
+                "controlnet_conditioning_scale": float(scale)}
+
+    return generate_images(plain if scale == 0 else pipe, prompts, guidance, steps, "dpm++", seed, batch, folder,
+                           progress, extra=None if scale == 0 else control, label=f"scale {scale:g}")
 
 
 def score(prompts: Sequence[str], control: Sequence[np.ndarray], images: Sequence[np.ndarray]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,10 +201,13 @@ def _batches(indices: Sequence[int], size: int) -> Iterable[list[int]]:
 
 def generate_images(pipe: Any, prompts: Sequence[str], guidance_scale: float, steps: int = 25,
                     scheduler: str = "dpm++", seed: int = 0, batch: int = 8, folder: Path | None = None,
-                    progress: bool = True) -> tuple[list[np.ndarray], float]:
+                    progress: bool = True, extra: Callable[[list[int]], dict[str, Any]] | None = None,
+                    label: str | None = None) -> tuple[list[np.ndarray], float]:
     """One uint8 image per prompt at ``guidance_scale`` (prompt ``i`` from generator ``seed + i``).
     With ``folder``, images already there are loaded and new ones written as they come, and the
-    returned seconds include those spent by earlier, interrupted runs. Returns (images, seconds)."""
+    returned seconds include those spent by earlier, interrupted runs. ``extra(indices)`` adds pipeline
+    arguments for a batch (e.g. a ControlNet's control images); ``label`` names the run in the progress
+    lines. Returns (images, seconds)."""
     images: list[np.ndarray | None] = [None] * len(prompts)
     meta = {"seconds": 0.0, "generated": 0}
     if folder is not None:
@@ -219,9 +222,11 @@ def generate_images(pipe: Any, prompts: Sequence[str], guidance_scale: float, st
     size = _image_size(pipe)
     for chunk in _batches(todo, max(1, int(batch))):
         start = time.perf_counter()
-        out = runner(prompt=[prompts[i] for i in chunk], num_inference_steps=int(steps),
-                     guidance_scale=float(guidance_scale), height=size, width=size, output_type="np",
-                     generator=[torch.Generator("cpu").manual_seed(seed + i) for i in chunk])
+        with torch.inference_mode():
+            out = runner(prompt=[prompts[i] for i in chunk], num_inference_steps=int(steps),
+                         guidance_scale=float(guidance_scale), height=size, width=size, output_type="np",
+                         generator=[torch.Generator("cpu").manual_seed(seed + i) for i in chunk],
+                         **(extra(chunk) if extra is not None else {}))
         meta["seconds"] = float(meta["seconds"]) + time.perf_counter() - start
         meta["generated"] = int(meta["generated"]) + len(chunk)
         for i, img in zip(chunk, _to_uint8(out.images)):
@@ -232,7 +237,7 @@ def generate_images(pipe: Any, prompts: Sequence[str], guidance_scale: float, st
             _write_meta(folder, meta)
         if progress:
             done = sum(im is not None for im in images)
-            print(f"  guidance {guidance_scale:g}: {done}/{len(prompts)} images, "
+            print(f"  {label or f'guidance {guidance_scale:g}'}: {done}/{len(prompts)} images, "
                   f"{meta['seconds']:.1f} s", file=sys.stderr, flush=True)
     return [im for im in images if im is not None], float(meta["seconds"])
 
