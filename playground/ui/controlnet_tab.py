@@ -11,7 +11,7 @@ from ..core.images import read_params
 from ..latent.controlnet import ControlNetService
 from .common import md, show, user_errors
 from .inpaint_tab import EXAMPLE_SEEDS, example_scene
-from .txt2img_tab import clock, display_scale, notices_text, sampling_controls, upload_image
+from .txt2img_tab import clock, display_scale, notices_text, result_image, sampling_controls, upload_image
 
 INTRO = """
 ### ControlNet: draw the layout, let the prompt paint it
@@ -69,17 +69,13 @@ def build(service: ControlNetService, sources: dict[str, gr.State]) -> None:
             steps, guidance, scheduler, seed = sampling_controls()
             run = gr.Button("Generate with control", variant="primary", elem_id="controlnet-run")
         with gr.Column(scale=3):
-            edges = gr.Image(label="Canny edges = the control image", type="pil", format="png", height=200,
-                             interactive=False, elem_classes="pixelated", elem_id="controlnet-edges")
+            edges = result_image("Canny edges = the control image", "controlnet-edges", 200)
             status = md("Pick a picture: its edges appear above. Then press **Generate with control**.",
                         elem_id="controlnet-status")
             with gr.Row():
-                def out(label: str, elem_id: str) -> gr.Image:
-                    return gr.Image(label=label, type="pil", format="png", height=210, interactive=False,
-                                    elem_classes="pixelated", elem_id=elem_id)
-                result = out("With control", "controlnet-result")
-                without = out("Same seed, no control", "controlnet-without")
-                overlay = out("Edges over the result", "controlnet-overlay")
+                result = result_image("With control", "controlnet-result", 210)
+                without = result_image("Same seed, no control", "controlnet-without", 210)
+                overlay = result_image("Edges over the result", "controlnet-overlay", 210)
             md(EQ_CONTROLNET, elem_classes="equation")
     examples = [[example_scene(s)] for s in EXAMPLE_SEEDS]
     gr.Examples(examples, [image], label="Pictures (held-out scenes)")

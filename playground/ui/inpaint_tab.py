@@ -12,7 +12,7 @@ from ..core.images import read_params, upscale
 from ..data import scenes
 from ..latent.inpaint import MAX_BLUR, MAX_DILATE, MAX_PADDING, METHOD_BLEND, METHOD_NINE, METHODS, InpaintService
 from .common import md, show, user_errors
-from .txt2img_tab import clock, display_scale, notices_text, sampling_controls, upload_image
+from .txt2img_tab import clock, display_scale, notices_text, result_image, sampling_controls, upload_image
 
 EDITOR_SCALE = 4             # a 64-px picture is edited at 256 px: room to aim the brush
 EXAMPLE_SEEDS = (3, 11, 24)  # held-out scenes offered as starting pictures
@@ -100,12 +100,9 @@ def build(service: InpaintService, last: gr.State | None) -> gr.State | None:
         with gr.Column(scale=3):
             status = md("Brush over the part to change, then press **Inpaint**.", elem_id="inpaint-status")
             with gr.Row():
-                def out(label: str, elem_id: str) -> gr.Image:
-                    return gr.Image(label=label, type="pil", format="png", height=210, interactive=False,
-                                    elem_classes="pixelated", elem_id=elem_id)
-                mask_img = out("Mask as used (white = repaint)", "inpaint-mask")
-                masked_img = out("Masked input", "inpaint-masked")
-                result = out("Result (pasted back)", "inpaint-result")
+                mask_img = result_image("Mask as used (white = repaint)", "inpaint-mask", 210)
+                masked_img = result_image("Masked input", "inpaint-masked", 210)
+                result = result_image("Result (pasted back)", "inpaint-result", 210)
             md(EQ_INPAINT, elem_classes="equation")
     gr.Examples([[editor_value(example_scene(s))] for s in EXAMPLE_SEEDS], [editor],
                 label="Starting pictures (held-out scenes)")

@@ -131,6 +131,12 @@ def display_scale(side: int) -> int:
     return max(1, 192 // side)
 
 
+def result_image(label: str, elem_id: str, height: int = 220) -> gr.Image:
+    """A read-only picture output, shown pixelated (the results of img2img, inpainting and ControlNet)."""
+    return gr.Image(label=label, type="pil", format="png", height=height, interactive=False,
+                    elem_classes="pixelated", elem_id=elem_id)
+
+
 def _gallery(images: list, captions: list[str] | None = None) -> list:
     return [(im, captions[i] if captions else None) for i, im in enumerate(images)]
 
@@ -333,12 +339,9 @@ def build_img2img(service: Txt2ImgService, built: tuple[gr.State, dict[str, Any]
         with gr.Column(scale=3):
             status = md("", elem_id="img2img-status")
             with gr.Row():
-                def out(label: str, elem_id: str) -> gr.Image:
-                    return gr.Image(label=label, type="pil", format="png", height=220, interactive=False,
-                                    elem_classes="pixelated", elem_id=elem_id)
-                used = out("Input at the model's size", "img2img-used")
-                start = out("Noised starting point z_{t_s} (decoded)", "img2img-start")
-                result = out("Result", "img2img-result")
+                used = result_image("Input at the model's size", "img2img-used")
+                start = result_image("Noised starting point z_{t_s} (decoded)", "img2img-start")
+                result = result_image("Result", "img2img-result")
             md(EQ_IMG2IMG, elem_classes="equation")
 
     @user_errors

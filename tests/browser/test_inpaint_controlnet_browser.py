@@ -3,8 +3,10 @@ picture's Canny edges into a ControlNet run — in Debian's Chromium, against th
 random pipelines (the trained ones once ``checkpoints/tiny_sd*`` exist)."""
 from __future__ import annotations
 
+
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +27,30 @@ def test_draw_a_mask_inpaint_then_controlnet(page: Page, app_url: str):
     page.get_by_role("tab", name="Inpainting", exact=True).click()
     page.locator("#inpaint-prompt textarea").fill("a large blue square")
     box = _canvas_box(page)
-    # one brush stroke across the middle of the picture
-    x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.5
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for k in range(1, 11):
-        page.mouse.move(x0 + box["width"] * 0.03 * k, y0 + box["height"] * 0.01 * k, steps=2)
-    page.mouse.up()
-    page.wait_for_timeout(1500)               # the editor commits the stroke layer asynchronously
-    page.locator("#inpaint-run").click()
     status = page.locator("#inpaint-status")
+    # One brush stroke across the middle of the picture. The canvas may still be setting up when it first
+    # shows, and the editor commits a stroke asynchronously: a run that sees no stroke says "Nothing to
+    # repaint", and the learner draws and presses again.
+    for _ in range(4):
+        page.wait_for_timeout(1500)
+        x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.5
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(x0 + box["width"] * 0.03 * k, y0 + box["height"] * 0.01 * k, steps=2)
+        page.mouse.up()
+        page.wait_for_timeout(1500)
+        before = status.inner_text()
+        page.locator("#inpaint-run").click()
+        try:
+            page.wait_for_function(
+                "([sel, before]) => { const t = document.querySelector(sel).innerText;"
+                " return t.includes('Done') || (t.includes('Nothing to repaint') && t !== before); }",
+                arg=["#inpaint-status", before], timeout=30_000)
+        except PlaywrightTimeout:
+            pass                                                     # the same "nothing" answer again
+        if "Done" in status.inner_text():
+            break
     expect(status).to_contain_text("Done", timeout=90_000)
     expect(status).to_contain_text("pixels changed")
     for elem in ("#inpaint-mask img", "#inpaint-masked img", "#inpaint-result img"):
