@@ -53,13 +53,14 @@ def load_weights(folder: Path, filename: str = "model.safetensors", device: str 
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    """The loss history that the tabs plot (one row per epoch)."""
+    """The loss history that the tabs plot (one row per epoch or logged step). The columns are the union of
+    the rows' keys, in order of appearance; a row without a column leaves its cell empty."""
     if not rows:
         return
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
+        w = csv.DictWriter(fh, fieldnames=keys, restval="")
         w.writeheader()
         w.writerows(rows)
 

@@ -209,8 +209,9 @@ def _check_sizes(folder: Path) -> None:
         raise ValueError("files over 10 MB: " + ", ".join(f"{p.name} ({s / 2**20:.1f} MB)" for p, s in big))
 
 
-def save_pipeline(pipe: StableDiffusionPipeline, folder: Path) -> None:
-    """``save_pretrained`` (safetensors) into ``folder``, refusing any file over 10 MB.
+def save_pipeline(pipe: Any, folder: Path) -> None:
+    """``save_pretrained`` (safetensors) of a pipeline — or of one model, e.g. a ``ControlNetModel`` — into
+    ``folder``, refusing any file over 10 MB.
 
     The pipeline is written to a temporary sibling first and its parts are then moved in, so other files
     of the folder (``training.json``, ``README.md``, …) stay and a refused or interrupted save leaves the

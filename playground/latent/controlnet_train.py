@@ -37,9 +37,6 @@ loaded with ``ControlNetModel.from_pretrained``), plus ``train_config.json`` (th
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -52,7 +49,7 @@ import torch.nn.functional as F
 from ..core.checkpoint import read_json, write_history, write_json
 from ..core.modelcard import write_card
 from ..core.settings import get_settings
-from .components import _check_sizes, build_train_scheduler, count_params, load_pipeline
+from .components import build_train_scheduler, count_params, load_pipeline, save_pipeline
 from .controlnet import NAME, canny_array, control_tensor, make_controlnet
 from .finetune import FinetuneConfig, encode_scaled, finetune, scene_images
 from .train import drop_captions
@@ -234,18 +231,9 @@ def _monitor_loss(unet: Any, controlnet: Any | None, b: dict[str, torch.Tensor],
 
 
 def save_controlnet(controlnet: Any, folder: Path) -> None:
-    """``save_pretrained`` (safetensors) into ``folder`` through a temporary sibling, refusing any file over
-    10 MB; other files of the folder (``training.json``, ``README.md``, …) stay."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        controlnet.save_pretrained(tmp, safe_serialization=True)
-        _check_sizes(tmp)
-        for item in sorted(tmp.iterdir()):
-            os.replace(item, folder / item.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """``save_pretrained`` (safetensors) into ``folder`` the way every pipeline folder is written
+    (:func:`components.save_pipeline`: a temporary sibling, no file over 10 MB, other files kept)."""
+    save_pipeline(controlnet, folder)
 
 
 def _finish(cfg: ControlNetTrainConfig, out: dict[str, Any], base: Path, out_dir: Path, pipe: Any,
@@ -255,8 +243,7 @@ def _finish(cfg: ControlNetTrainConfig, out: dict[str, Any], base: Path, out_dir
     ema = out["ema"]["controlnet"]
     save_controlnet(ema, out_dir)
     history = out["history"]
-    keys = list(dict.fromkeys(k for r in history for k in r))
-    write_history(out_dir / "history.csv", [{k: r.get(k, "") for k in keys} for r in history])
+    write_history(out_dir / "history.csv", history)
     last = history[-1] if history else {}
     monitored = [r for r in history if "val_loss_control" in r]
     record = {

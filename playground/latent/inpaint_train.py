@@ -294,8 +294,7 @@ def train(out_dir: Path | None = None, base: Path | None = None, preset: str = N
     ema_unet = rec["ema"]["unet"]
     save_pipeline(inpaint_pipeline(parts, ema_unet), out_dir)
     history = rec["history"]
-    keys = list(dict.fromkeys(k for r in history for k in r))
-    write_history(out_dir / "history.csv", [{k: r.get(k, "") for k in keys} for r in history])
+    write_history(out_dir / "history.csv", history)
     last = history[-1] if history else {}
     monitored = [r for r in history if "ema_val_loss" in r]
     record = {

@@ -481,8 +481,7 @@ def _finish(name: str, cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dic
     pipe = assemble_pipeline({**parts, "unet": ema["unet"], "text_encoder": ema["text_encoder"]})
     save_pipeline(pipe, out_dir)
     rows = vae_record["history"] + unet_record["history"]
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    write_history(out_dir / "history.csv", [{k: r.get(k, "") for k in keys} for r in rows])
+    write_history(out_dir / "history.csv", rows)
     val = vae_record["val_reconstruction"]
     last = unet_record["history"][-1] if unet_record["history"] else {}
     record = {
