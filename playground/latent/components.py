@@ -60,6 +60,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024           # every committed file stays <= 10 M
 TRAIN_TIMESTEPS = 1000
 SD_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}   # SD 1.x's
 LATENT_SCHEDULE = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}        # ours (see above)
+PREDICTION_TYPE = "v_prediction"            # what our U-Net predicts (see above); SD 1.x: "epsilon", SD 2.x: v
 
 
 @dataclass
@@ -159,15 +160,36 @@ def build_unet(cfg: LatentConfig) -> UNet2DConditionModel:
                                 cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.unet_heads)
 
 
-def noise_schedule_config(schedule: dict[str, Any] | None = None) -> dict[str, Any]:
+def noise_schedule_config(schedule: dict[str, Any] | None = None,
+                          prediction_type: str = PREDICTION_TYPE) -> dict[str, Any]:
     """The training schedule's diffusers config: ours (:data:`LATENT_SCHEDULE`, linear β 1e-4 → 0.02) unless
-    ``schedule`` names another (:data:`SD_SCHEDULE`), T = 1000, ε-prediction."""
-    return {"num_train_timesteps": TRAIN_TIMESTEPS, **(schedule or LATENT_SCHEDULE), "prediction_type": "epsilon"}
+    ``schedule`` names another (:data:`SD_SCHEDULE`), T = 1000, and what the U-Net predicts."""
+    return {"num_train_timesteps": TRAIN_TIMESTEPS, **(schedule or LATENT_SCHEDULE), "prediction_type": prediction_type}
 
 
-def build_train_scheduler(schedule: dict[str, Any] | None = None) -> DDPMScheduler:
+def build_train_scheduler(schedule: dict[str, Any] | None = None,
+                          prediction_type: str = PREDICTION_TYPE) -> DDPMScheduler:
     """The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) used in training (``add_noise``)."""
-    return DDPMScheduler(**noise_schedule_config(schedule), clip_sample=False)
+    return DDPMScheduler(**noise_schedule_config(schedule, prediction_type), clip_sample=False)
+
+
+def train_scheduler_like(scheduler: Any) -> DDPMScheduler:
+    """The forward process of a pipeline's own schedule (betas, T and prediction type from its scheduler's
+    config), for fine-tuning on top of it."""
+    return DDPMScheduler.from_config(scheduler.config, clip_sample=False)
+
+
+def training_target(sched: Any, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the U-Net learns to output at z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε, as ``sched.config.prediction_type``
+    says: ε (DDPM eq. 14, LDM eq. 3) or v = √ᾱ_t ε − √(1−ᾱ_t) z_0 (Salimans & Ho 2022, "Progressive
+    Distillation", §4; Stable Diffusion 2.x). The squared error on v equals the ε error divided by ᾱ_t, so
+    high noise levels — where colour, place and background are decided — weigh far more than with ε."""
+    kind = sched.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return sched.get_velocity(z0, noise, t)
+    raise ValueError(f"unsupported prediction type {kind!r}")
 
 
 def build_scheduler() -> DPMSolverMultistepScheduler:

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from ..core.checkpoint import read_json, write_history, write_json
 from ..core.modelcard import write_card
 from ..core.settings import get_settings
-from .components import build_train_scheduler, count_params, load_pipeline, save_pipeline
+from .components import count_params, load_pipeline, save_pipeline, train_scheduler_like, training_target
 from .controlnet import NAME, canny_array, control_tensor, make_controlnet
 from .finetune import FinetuneConfig, encode_scaled, finetune, scene_images
 from .train import drop_captions
@@ -174,7 +174,7 @@ def train(out_dir: Path | None = None, base: Path | None = None, preset: str = N
         controlnet = make_controlnet(unet, int(pipe.vae_scale_factor))
     finally:
         torch.set_rng_state(state)
-    sched = build_train_scheduler()
+    sched = train_scheduler_like(pipe.scheduler)
     T = sched.config.num_train_timesteps
     empty_ids = tokenize(tokenizer, [""])[0]
 
@@ -188,7 +188,8 @@ def train(out_dir: Path | None = None, base: Path | None = None, preset: str = N
         t = torch.randint(0, T, (len(z0),), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         z_t = sched.add_noise(z0, noise, t)
-        return F.mse_loss(controlled_eps(unet, controlnet, z_t, t, hidden, control), noise), {}
+        target = training_target(sched, z0, noise, t)
+        return F.mse_loss(controlled_eps(unet, controlnet, z_t, t, hidden, control), target), {}
 
     monitor_batch = _monitor_batch(cfg, vae, text_encoder, tokenizer, sched, size)
     plain = _monitor_loss(unet, None, monitor_batch)
@@ -215,7 +216,7 @@ def _monitor_batch(cfg: ControlNetTrainConfig, vae: Any, text_encoder: Any, toke
     z0 = encode_scaled(vae, batch.images)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen)
     noise = torch.randn(z0.shape, generator=gen)
-    return {"z_t": sched.add_noise(z0, noise, t), "t": t, "noise": noise,
+    return {"z_t": sched.add_noise(z0, noise, t), "t": t, "target": training_target(sched, z0, noise, t),
             "hidden": text_encoder(tokenize(tokenizer, batch.captions))[0],
             "control": control_tensor(edges_for(batch.images, None, cfg))}
 
@@ -226,7 +227,7 @@ def _monitor_loss(unet: Any, controlnet: Any | None, b: dict[str, torch.Tensor],
     for i in range(0, n, chunk):
         s = slice(i, i + chunk)
         eps = controlled_eps(unet, controlnet, b["z_t"][s], b["t"][s], b["hidden"][s], b["control"][s])
-        total += float(F.mse_loss(eps, b["noise"][s])) * len(b["t"][s])
+        total += float(F.mse_loss(eps, b["target"][s])) * len(b["t"][s])
     return total / n
 
 

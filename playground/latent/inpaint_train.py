@@ -45,7 +45,7 @@ from PIL import Image, ImageDraw
 from ..core.checkpoint import read_json, write_history, write_json
 from ..core.modelcard import write_card
 from ..core.settings import REPO_ROOT, get_settings
-from .components import build_train_scheduler, count_params, load_pipeline, save_pipeline
+from .components import count_params, load_pipeline, save_pipeline, train_scheduler_like, training_target
 from .finetune import FinetuneConfig, encode_scaled, finetune, scene_images
 from .inpaint import NAME, make_inpaint_unet
 from .train import drop_captions
@@ -188,9 +188,9 @@ def inpaint_inputs(vae: torch.nn.Module, images01: torch.Tensor, masks: torch.Te
 
 
 def make_loss_fn(parts: dict[str, Any], unet: torch.nn.Module, cfg: InpaintTrainConfig, size: int) -> Any:
-    """``loss_fn(step, gen)`` for :func:`finetune`: ε-MSE of the 9-channel U-Net on a fresh batch."""
+    """``loss_fn(step, gen)`` for :func:`finetune`: MSE of the 9-channel U-Net (ε or v, as the base predicts) on a fresh batch."""
     vae, te, tok = parts["vae"], parts["text_encoder"], parts["tokenizer"]
-    sched = build_train_scheduler()
+    sched = train_scheduler_like(parts["scheduler"])
     latent = size // (2 ** (len(vae.config.block_out_channels) - 1))
     empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids[0]
     batch = cfg.loop.batch
@@ -208,7 +208,7 @@ def make_loss_fn(parts: dict[str, Any], unet: torch.nn.Module, cfg: InpaintTrain
         noise = torch.randn(z0.shape, generator=gen)
         z_t = sched.add_noise(z0, noise, t)
         pred = unet(torch.cat([z_t, m, zm], dim=1), t, encoder_hidden_states=hidden).sample   # (B, 4, h, w)
-        err = (pred - noise).pow(2)
+        err = (pred - training_target(sched, z0, noise, t)).pow(2)
         loss = err.mean()
         inside = float((err.detach().mean(1, keepdim=True) * m).sum() / m.sum().clamp_min(1))
         return loss, {"loss_in_mask": inside}
@@ -219,7 +219,7 @@ def make_loss_fn(parts: dict[str, Any], unet: torch.nn.Module, cfg: InpaintTrain
 def make_monitor(parts: dict[str, Any], cfg: InpaintTrainConfig, size: int) -> Any:
     """The EMA U-Net's loss on fixed ``split="val"`` scenes, masks, t and ε (a low-variance curve)."""
     vae, te, tok = parts["vae"], parts["text_encoder"], parts["tokenizer"]
-    sched = build_train_scheduler()
+    sched = train_scheduler_like(parts["scheduler"])
     latent = size // (2 ** (len(vae.config.block_out_channels) - 1))
     gen = torch.Generator().manual_seed(cfg.loop.seed + 4242)
     val = scene_images(cfg.monitor_items, cfg.loop.seed, 0, size=size, split="val")
@@ -232,13 +232,14 @@ def make_monitor(parts: dict[str, Any], cfg: InpaintTrainConfig, size: int) -> A
     t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen)
     noise = torch.randn(z0.shape, generator=gen)
     z_t = sched.add_noise(z0, noise, t)
+    target = training_target(sched, z0, noise, t)
 
     @torch.no_grad()
     def monitor(ema: dict[str, torch.nn.Module]) -> dict[str, float]:
         unet = ema["unet"].eval()
         pred = torch.cat([unet(torch.cat([z_t, m, zm], 1)[i:i + 32], t[i:i + 32],
                                encoder_hidden_states=hidden[i:i + 32]).sample for i in range(0, len(z0), 32)])
-        err = (pred - noise).pow(2)
+        err = (pred - target).pow(2)
         return {"ema_val_loss": float(err.mean()),
                 "ema_val_loss_in_mask": float((err.mean(1, keepdim=True) * m).sum() / m.sum().clamp_min(1))}
 

@@ -169,7 +169,7 @@ class StepRecorder:
             x0 = self.scheduler.model_outputs[-1]
         if x0 is None:                                   # any other scheduler: ẑ_0 from ᾱ_t directly
             ab = self.scheduler.alphas_cumprod[int(timestep)].to(x_t.device, x_t.dtype)
-            x0 = predicted_x0(x_t, model_output, ab)
+            x0 = predicted_x0(x_t, as_noise(x_t, model_output, ab, self.scheduler.config.prediction_type), ab)
         self.steps += 1
         self.t, self.x_t, self.x0 = float(timestep), x_t, x0
         if self.first_x_t is None:
@@ -181,6 +181,20 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor |
     """ẑ_0 = (z_t − √(1 − ᾱ_t) ε) / √ᾱ_t (DDPM eq. 15)."""
     ab = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def as_noise(x_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor | float,
+             prediction_type: str) -> torch.Tensor:
+    """The U-Net's output as a noise prediction ε̂. For a v-predicting U-Net (SD 2.x, our tiny model),
+    v = √ᾱ_t ε − √(1−ᾱ_t) z_0 and z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε give ε̂ = √ᾱ_t v̂ + √(1−ᾱ_t) z_t
+    (Salimans & Ho 2022, §4). The map is affine with the same z_t for every output, so the CFG combination
+    of the outputs maps to the same combination of noise predictions."""
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type != "v_prediction":
+        raise ValueError(f"unsupported prediction type {prediction_type!r}")
+    ab = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+    return ab.sqrt() * output + (1 - ab).sqrt() * x_t
 
 
 def decode_latents(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -655,7 +669,8 @@ class Txt2ImgService(HubFallback, Service):
                   stop_at: int | None, scheduler: str = STEP_VIEW_SCHEDULER) -> dict[str, Any]:
         """The pipeline's denoising loop written out (same operations, same order): both CFG passes as one
         batch, ε̃ = ε_∅ + s (ε_y − ε_∅), the scheduler's step. Stops at step ``stop_at`` (0-based) and
-        returns that step's z_t, t, ᾱ_t, ε_∅, ε_y, ε̃; with ``stop_at`` None runs to the end and returns
+        returns that step's z_t, t, ᾱ_t and the U-Net's three outputs (ε_∅, ε_y, ε̃ — or v for a v-predicting
+        model; the combination is the same); with ``stop_at`` None runs to the end and returns
         the final latents."""
         pipe = m.fresh(scheduler)
         if getattr(pipe.unet.config, "addition_embed_type", None) or not hasattr(pipe, "encode_prompt"):
@@ -701,11 +716,12 @@ class Txt2ImgService(HubFallback, Service):
         with torch.inference_mode():
             r = self._cfg_loop(m, prompt, negative, steps, seed, guidance, k)
             x_t, ab = r["x_t"], r["alpha_bar"]
-            eps = {"uncond": r["uncond"], "cond": r["cond"], "guided": r["guided"]}
+            kind = r["pipe"].scheduler.config.prediction_type
+            eps = {name: as_noise(x_t, r[name], ab, kind) for name in ("uncond", "cond", "guided")}
             x0 = {name: predicted_x0(x_t, e, ab) for name, e in eps.items()}
             decoded = decode_latents(r["pipe"], torch.cat([x_t, *x0.values()]))
         pics = [to_pil(x) for x in decoded]
-        direction = r["cond"] - r["uncond"]
+        direction = eps["cond"] - eps["uncond"]
         return {
             "step": k, "steps": steps, "t": r["t"], "alpha_bar": ab, "guidance_scale": guidance,
             "x_t": pics[0],

@@ -53,7 +53,7 @@ from ..core.settings import get_settings
 from ..core.training import ema_update, load_resume, save_resume
 from ..data import scenes
 from .components import (SD_SCHEDULE, LatentConfig, assemble_pipeline, build_components, build_train_scheduler,
-                         count_params, get_config, noise_schedule_config, save_pipeline)
+                         count_params, get_config, noise_schedule_config, save_pipeline, training_target)
 
 NAME = "tiny_sd"
 COMMAND = "python -m playground train tiny_sd"
@@ -87,6 +87,9 @@ class TinySDTrainConfig:
     grad_clip: float = 1.0
     unet_max_minutes: float = 75.0
     sd_schedule_steps: int = 0        # stage-2 steps on SD's scaled-linear schedule before the linear one
+    eps_steps: int = 0                # stage-2 steps predicting ε before the switch to v-prediction
+    eps_lr_steps: int = 0             # the cosine length the ε steps ran with (0: unet_steps)
+    v_warmup: int = 200               # the v phase's own warm-up, then cosine to unet_steps
     monitor_items: int = 256          # pool latents for the EMA's fixed-noise loss
     # bookkeeping
     log_every: int = 50
@@ -105,13 +108,17 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # Stage 2 ran 5,000 steps on SD's scaled-linear schedule before we found that it leaves colour to the
     # seed, then continues on the linear one. The shipped checkpoint is the one of step 8,000 (its card);
     # training goes on towards 20,000 steps (≈ 0.6 s a step on 2 threads), resumable across sessions.
-    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=20_000, sd_schedule_steps=5000,
-                                 unet_max_minutes=400.0,
-                                 notes="≈ 25 min autoencoder + ≈ 3.5 h U-Net/text encoder on 2 CPU threads "
-                                       "(5,000 steps on SD's schedule, then the linear one)"),
+    # Stage 2's history: 5,000 ε steps on SD's scaled-linear schedule (colour followed the seed: too much
+    # signal left at t = T), 3,500 ε steps on the linear one (a cosine planned over 20,000 steps), then
+    # v-prediction with its own warm-up and cosine (the ε model ignored the prompt at high noise, where
+    # ε-prediction's loss barely depends on it).
+    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=13_500, sd_schedule_steps=5000,
+                                 eps_steps=8500, eps_lr_steps=20_000, unet_max_minutes=400.0,
+                                 notes="≈ 25 min autoencoder + ≈ 2.4 h U-Net/text encoder on 2 CPU threads "
+                                       "(8,500 ε-prediction steps, 5,000 on SD's schedule, then 5,000 v-prediction)"),
     "test": TinySDTrainConfig(get_config("test"), vae_steps=3, vae_batch=4, vae_warmup=1, pool_size=16,
                               val_items=4, encode_batch=8, unet_steps=4, unet_batch=4, unet_warmup=1,
-                              sd_schedule_steps=2,
+                              sd_schedule_steps=1, eps_steps=2, v_warmup=1,
                               monitor_items=4, log_every=1, save_every=1, monitor_every=2, notes="unit tests"),
 }
 
@@ -325,10 +332,27 @@ def drop_captions(ids: torch.Tensor, empty_ids: torch.Tensor, p: float, gen: tor
 
 def ldm_loss(unet: torch.nn.Module, text_encoder: torch.nn.Module, sched: Any, z0: torch.Tensor,
              ids: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """LDM eq. 3: ||ε − ε_θ(z_t, t, τ_θ(y))||², z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε, averaged over elements."""
+    """LDM eq. 3: ||ε − ε_θ(z_t, t, τ_θ(y))||², z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε, averaged over elements — or,
+    when ``sched`` predicts v, the same with v = √ᾱ_t ε − √(1−ᾱ_t) z_0 as the target (``training_target``)."""
     z_t = sched.add_noise(z0, noise, t)
     hidden = text_encoder(ids.long())[0]                                   # (B, 77, d): keys/values of cross-attn
-    return F.mse_loss(unet(z_t, t, encoder_hidden_states=hidden).sample, noise)
+    return F.mse_loss(unet(z_t, t, encoder_hidden_states=hidden).sample, training_target(sched, z0, noise, t))
+
+
+def stage2_phase(cfg: TinySDTrainConfig, step: int) -> tuple[str, str, int]:
+    """(schedule, prediction type, first step of the phase) of stage-2 step ``step``."""
+    schedule = "sd" if step < cfg.sd_schedule_steps else "ours"
+    if step < cfg.eps_steps:
+        return schedule, "epsilon", 0
+    return schedule, "v_prediction", cfg.eps_steps
+
+
+def stage2_lr_factor(cfg: TinySDTrainConfig, step: int) -> float:
+    """Warm-up + cosine over the ε steps (as planned when they ran), then again over the v steps."""
+    if step < cfg.eps_steps:
+        return lr_factor(step, cfg.unet_warmup, cfg.eps_lr_steps or cfg.unet_steps, cfg.min_lr_factor)
+    return lr_factor(step - cfg.eps_steps, cfg.v_warmup if cfg.eps_steps else cfg.unet_warmup,
+                     cfg.unet_steps - cfg.eps_steps, cfg.min_lr_factor)
 
 
 def pool_batch(pool: dict, cfg: TinySDTrainConfig, step: int, scale: float,
@@ -368,8 +392,8 @@ def train_unet(cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dict, runs_
     unet, te = parts["unet"], parts["text_encoder"]
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr)
-    scheds = {"sd": build_train_scheduler(SD_SCHEDULE), "ours": build_train_scheduler()}
-    sched = scheds["ours"]
+    scheds = {(s, p): build_train_scheduler(SD_SCHEDULE if s == "sd" else None, p)
+              for s in ("sd", "ours") for p in ("epsilon", "v_prediction")}
     scale = pool["scaling_factor"]
     path = runs_dir / "unet.pt"
     st = load_resume(path)
@@ -394,20 +418,21 @@ def train_unet(cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dict, runs_
         t0 = time.perf_counter()
         unet.train(), te.train()
         gen = step_generator(cfg.seed, 2, step)
-        sched = scheds["sd" if step < cfg.sd_schedule_steps else "ours"]
+        schedule, prediction, phase_start = stage2_phase(cfg, step)
+        sched = scheds[(schedule, prediction)]
         z0, ids = pool_batch(pool, cfg, step, scale, gen)
         ids = drop_captions(ids, pool["empty_ids"], cfg.caption_dropout, gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         loss = ldm_loss(unet, te, sched, z0, ids, t, noise)
         for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * lr_factor(step, cfg.unet_warmup, cfg.unet_steps, cfg.min_lr_factor)
+            g["lr"] = cfg.unet_lr * stage2_lr_factor(cfg, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        decay = ema_decay(step, cfg.ema)
+        decay = ema_decay(step - phase_start, cfg.ema)           # the EMA's warm-up restarts with a new target
         ema_update(ema["unet"], unet, decay), ema_update(ema["text_encoder"], te, decay)
         step += 1
         elapsed += time.perf_counter() - t0

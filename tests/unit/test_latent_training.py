@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from playground.latent.components import load_pipeline
-from playground.latent.train import drop_captions, lr_factor, preset, step_generator, train
+from playground.latent.components import build_train_scheduler, load_pipeline, training_target
+from playground.latent.train import (drop_captions, lr_factor, preset, stage2_lr_factor, stage2_phase, step_generator,
+                                     train)
 
 torch.set_num_threads(1)
 
@@ -84,3 +85,25 @@ def test_helpers() -> None:
     dropped = drop_captions(ids, empty, 0.1, torch.Generator().manual_seed(0))
     rows = (dropped == 0).all(1)
     assert 0.07 < rows.float().mean() < 0.13 and bool(((dropped == 1).all(1) | rows).all())
+
+
+def test_stage2_phases_switch_target_and_restart_the_learning_rate() -> None:
+    cfg = preset("tiny_sd")
+    assert stage2_phase(cfg, 0) == ("sd", "epsilon", 0)
+    assert stage2_phase(cfg, cfg.sd_schedule_steps) == ("ours", "epsilon", 0)
+    assert stage2_phase(cfg, cfg.eps_steps) == ("ours", "v_prediction", cfg.eps_steps)
+    # the ε steps keep the cosine they ran with; the v phase warms up again from nearly 0
+    assert stage2_lr_factor(cfg, 100) == lr_factor(100, cfg.unet_warmup, cfg.eps_lr_steps, cfg.min_lr_factor)
+    assert stage2_lr_factor(cfg, cfg.eps_steps) == pytest.approx(1 / cfg.v_warmup)
+    assert stage2_lr_factor(cfg, cfg.unet_steps) == pytest.approx(cfg.min_lr_factor)
+
+
+def test_v_target_is_the_velocity() -> None:
+    """v = √ᾱ_t ε − √(1−ᾱ_t) z_0 (Salimans & Ho 2022); ε-prediction's target is ε itself."""
+    g = torch.Generator().manual_seed(0)
+    z0, eps = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 500, 999])
+    v_sched, e_sched = build_train_scheduler(), build_train_scheduler(prediction_type="epsilon")
+    ab = v_sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert torch.allclose(training_target(v_sched, z0, eps, t), ab.sqrt() * eps - (1 - ab).sqrt() * z0, atol=1e-6)
+    assert torch.equal(training_target(e_sched, z0, eps, t), eps)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler
 from PIL import Image
 
 from playground.core.errors import UserInputError
@@ -18,7 +19,7 @@ from playground.core.images import PARAMS_KEY, png_info, with_params
 from playground.core.registry import ModelRegistry
 from playground.core.settings import Settings
 from playground.latent.components import random_pipeline
-from playground.latent.service import SCHEDULERS, StepRecorder, Txt2ImgService, predicted_x0, to_rgb
+from playground.latent.service import SCHEDULERS, StepRecorder, Txt2ImgService, as_noise, predicted_x0, to_rgb
 
 STEPS = 6
 
@@ -79,19 +80,37 @@ def test_cfg_step_view_shows_three_predictions_and_their_x0(svc):
     m = svc.model()
     with torch.inference_mode():
         raw = svc._cfg_loop(m, "a red circle", "", STEPS, 0, 7.5, stop_at=2)
-    assert (raw["guided"] - raw["uncond"]).norm().item() == pytest.approx(7.5 * r["norms"]["direction"], rel=1e-4)
+    kind = raw["pipe"].scheduler.config.prediction_type
+    eps = {k: as_noise(raw["x_t"], raw[k], raw["alpha_bar"], kind) for k in ("uncond", "guided")}
+    assert (eps["guided"] - eps["uncond"]).norm().item() == pytest.approx(7.5 * r["norms"]["direction"], rel=1e-4)
     s0 = svc.cfg_step_view("a red circle", "", STEPS, 0, 2, 0.0)      # s = 0: the unconditional model
     assert s0["norms"]["guided"] == pytest.approx(s0["norms"]["uncond"], rel=1e-6)
 
 
 def test_predicted_x0_formula_matches_ddim(svc):
-    sched = svc.model().scheduler("DDIM")
+    sched = DDIMScheduler.from_config(svc.model().scheduler("DDIM").config, prediction_type="epsilon")
     sched.set_timesteps(10)
     g = torch.Generator().manual_seed(0)
     x, eps = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
     t = sched.timesteps[3]
     out = sched.step(eps, t, x)
     assert torch.allclose(predicted_x0(x, eps, sched.alphas_cumprod[int(t)]), out.pred_original_sample, atol=1e-5)
+
+
+def test_v_prediction_as_noise_matches_ddim():
+    """ε̂ = √ᾱ v̂ + √(1−ᾱ) z_t, then DDPM eq. 15, gives the ẑ_0 of diffusers' DDIM for a v-predicting model."""
+    sched = DDIMScheduler(beta_schedule="linear", prediction_type="v_prediction", clip_sample=False)
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(1)
+    x, v = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    for t in sched.timesteps[[0, 4, 9]]:
+        ab = sched.alphas_cumprod[int(t)]
+        out = sched.step(v, t, x)
+        assert torch.allclose(predicted_x0(x, as_noise(x, v, ab, "v_prediction"), ab), out.pred_original_sample,
+                              atol=1e-5)
+    assert torch.equal(as_noise(x, v, 0.3, "epsilon"), v)
+    with pytest.raises(ValueError):
+        as_noise(x, v, 0.3, "sample")
 
 
 def test_cfg_sweep_is_txt2img_at_each_scale(svc):
