@@ -15,7 +15,11 @@ Two stages, as in latent diffusion (LDM, Rombach et al. 2022):
    ``L = E_{E(x), y, ε~N(0,I), t} ||ε − ε_θ(z_t, t, τ_θ(y))||²``, z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε (DDPM eq. 4)
    — the first ``sd_schedule_steps`` steps on SD's scaled-linear schedule, the rest on the linear one the
    pipeline ships with (see ``components``: SD's schedule leaves too much signal at t = T for 16×16
-   latents, and the model read colours from it instead of from the prompt). A fixed pool of training scenes is rendered and encoded once (the
+   latents, and the model read colours from it instead of from the prompt). The first ``eps_steps`` steps
+   predict ε; then the U-Net learns v = √ᾱ_t ε − √(1−ᾱ_t) z_0 instead (Salimans & Ho 2022; SD 2.x), with
+   a fresh warm-up, cosine and EMA warm-up: the ε model ignored the prompt at high noise (see
+   ``components``), and ``training_target`` weighs those steps by 1/ᾱ_t. A fixed pool of training scenes
+   is rendered and encoded once (the
    posterior's mean and std are cached in ``runs/tiny_sd/latents.pt``; z_0 is re-sampled each step).
    The caption is replaced by the empty prompt "" with probability 10% (classifier-free guidance,
    Ho & Salimans 2022, Algorithm 1), which is exactly what the pipeline's unconditional pass encodes;
@@ -32,8 +36,8 @@ Sizing (``components.CONFIGS["tiny_sd"]``; CPU seconds on this 2-core machine wi
 thread, measured while other CPU-bound jobs shared the machine, so wall time on two threads could not be
 measured cleanly): a U-Net + text-encoder step at batch 32 costs 1.1-1.4 CPU-s (batch 64: ≈ 2.4), an
 autoencoder step at batch 16 ≈ 0.5 CPU-s; a 25-step DPM-Solver++ image with CFG ≈ 0.65 CPU-s. With
-two threads (≈ 1.7× speed-up assumed) the preset's 3,000 autoencoder steps take ≈ 15 min and the
-5,000 U-Net steps ≈ 60 min.
+two threads the preset's 3,000 autoencoder steps took 25 min and a U-Net step ≈ 0.6-0.65 s on a quiet
+machine (1.5-1.7 steps/s).
 """
 from __future__ import annotations
 
@@ -112,10 +116,10 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # signal left at t = T), 3,500 ε steps on the linear one (a cosine planned over 20,000 steps), then
     # v-prediction with its own warm-up and cosine (the ε model ignored the prompt at high noise, where
     # ε-prediction's loss barely depends on it).
-    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=13_500, sd_schedule_steps=5000,
+    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=16_000, sd_schedule_steps=5000,
                                  eps_steps=8500, eps_lr_steps=20_000, unet_max_minutes=400.0,
-                                 notes="≈ 25 min autoencoder + ≈ 2.4 h U-Net/text encoder on 2 CPU threads "
-                                       "(8,500 ε-prediction steps, 5,000 on SD's schedule, then 5,000 v-prediction)"),
+                                 notes="≈ 25 min autoencoder + ≈ 3 h U-Net/text encoder on 2 CPU threads "
+                                       "(8,500 ε-prediction steps, 5,000 on SD's schedule, then 7,500 v-prediction)"),
     "test": TinySDTrainConfig(get_config("test"), vae_steps=3, vae_batch=4, vae_warmup=1, pool_size=16,
                               val_items=4, encode_batch=8, unet_steps=4, unet_batch=4, unet_warmup=1,
                               sd_schedule_steps=1, eps_steps=2, v_warmup=1,
@@ -558,11 +562,27 @@ def write_tiny_sd_card(folder: Path, extra_sections: dict[str, str] | None = Non
         "(latents re-sampled from the posterior each step); 10% of the captions replaced by \"\" for "
         "classifier-free guidance."
     )
-    sections = {"Pipeline files": _pipeline_files(folder), "Resume state": RESUME_NOTE, "Sizing": SIZING_NOTE,
+    sections = {"Training history": HISTORY_NOTE, "Pipeline files": _pipeline_files(folder),
+                "Resume state": RESUME_NOTE, "Sizing": SIZING_NOTE,
                 **(extra_sections or {})}
     return write_card(folder, title="tiny_sd — our own tiny Stable Diffusion", summary=summary,
                       command=COMMAND, data=data, extra_sections=sections)
 
+
+HISTORY_NOTE = """Stage 2 ran in three phases; the preset replays all three, so one command reproduces them.
+
+| steps | predicts | β schedule | learning rate | why it changed |
+| --- | --- | --- | --- | --- |
+| 1-5,000 | ε | SD's scaled-linear | warm-up 300, cosine planned over 20,000 | SD's schedule leaves √ᾱ_T = 0.068 of a 16×16 latent at t = T: colour followed the seed's residue, not the prompt (held-out colour 20%, chance 17%) |
+| 5,001-8,500 | ε | DDPM's linear (√ᾱ_T = 0.0064) | the same cosine | the ε model still ignored the prompt at high noise: at t ≥ 800 its loss with the caption equalled its loss with "" (colour 12-22%, every attribute right 0%, at step 8,000) |
+| 8,501-16,000 | v = √ᾱ_t ε − √(1−ᾱ_t) z_0 | linear | warm-up 200, cosine to 10% at 16,000; EMA warm-up restarted | the v error is the ε error divided by ᾱ_t, so high noise — where colour, place and background are decided — counts |
+
+One deviation from a replay: steps 8,501-9,900 ran with the v phase's cosine planned to end at 13,500; the plan
+was lengthened to 16,000 at step 9,900 (after 1,250 v steps had lifted held-out colour from 19% to 50%), so
+those 1,400 steps had a learning rate up to 8% lower than a replay gives them.
+
+The shipped scheduler config says `prediction_type: v_prediction`, so every diffusers scheduler and
+pipeline reads the U-Net's output correctly (as for Stable Diffusion 2.x)."""
 
 RESUME_NOTE = ("This model's resume state is `runs/tiny_sd/vae.pt` (stage 1), `runs/tiny_sd/latents.pt` (the encoded "
                "scene pool, rebuilt when the autoencoder changes) and `runs/tiny_sd/unet.pt` (stage 2), saved every "
