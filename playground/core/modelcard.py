@@ -36,10 +36,14 @@ def _rows(rows: list[dict[str, Any]]) -> str:
 
 
 def write_card(folder: Path, title: str, summary: str, command: str, data: str,
-               extra_sections: dict[str, str] | None = None) -> Path:
+               extra_sections: dict[str, str] | None = None, raw_metrics: bool = True) -> Path:
+    """``folder/README.md`` from its ``config.json``, ``training.json`` and ``metrics.json``. With
+    ``raw_metrics=False`` the nested figures of ``metrics.json`` are left to ``extra_sections`` (which
+    render them as readable tables); scalar figures are always listed."""
     config = read_json(folder / "config.json", {})
     training = read_json(folder / "training.json", {})
     metrics = read_json(folder / "metrics.json", {})
+    scalars = {k: v for k, v in metrics.items() if not (isinstance(v, dict) or _is_records(v))}
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "README.md")
     sizes = {p: (folder / p).stat().st_size for p in files}
     parts = [
@@ -50,13 +54,13 @@ def write_card(folder: Path, title: str, summary: str, command: str, data: str,
         "## Training", "",
         _table(training) if training else "(no training record)", "",
         "## Measured figures", "",
-        "Measured by `python -m playground evaluate` on this machine (2-core CPU)." if metrics else "",
-        "",
-        _table({k: v for k, v in metrics.items() if not (isinstance(v, dict) or _is_records(v))}) if metrics
-        else "(not evaluated yet)",
+        ("Measured by `python -m playground evaluate` on this machine (2-core CPU)"
+         + ("." if raw_metrics else "; the figures are in the sections below.")) if metrics else "(not evaluated yet)",
         "",
     ]
-    for key, value in metrics.items():
+    if scalars:
+        parts += [_table(scalars), ""]
+    for key, value in (metrics if raw_metrics else {}).items():
         if isinstance(value, dict):
             parts += [f"### {key}", "", _table(value), ""]
         elif _is_records(value):

@@ -329,7 +329,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     ref = result.get("reference") or next(iter(result["scales"].values()))
     heads = ["guidance"] + [f"{k} (n={ref[f'n_{k}']})" for k in COLUMNS] + ["seconds"]
     lines = ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
-    for row in result["rows"]:
+    rows = result.get("rows") or (
+        [{"guidance": g, **_row(t)} for g, t in result["scales"].items()]
+        + ([{"guidance": "real renders (ceiling)", **_row(result["reference"])}] if result.get("reference") else []))
+    for row in rows:
         seconds = row.get("seconds")
         cells = [str(row["guidance"])] + [_cell(row[k]) for k in COLUMNS]
         cells.append(f"{seconds:.1f}" if isinstance(seconds, float) else "")
@@ -433,15 +436,24 @@ def evaluate_and_card(checkpoints: Path, name: str = "tiny_sd", n_prompts: int =
                                 progress=progress, cache_dir=cache_dir)
     metrics["adherence_heldout_pairs"] = {k: v for k, v in result.items() if k != "rows"}
     write_json(folder / "metrics.json", json.loads(json.dumps(metrics, default=float).replace("NaN", "null")))
-    sections = {"Prompt adherence (prompts not seen in training)": UNSEEN_NOTE + "\n\n" + markdown_table(unseen),
-                "Compositional generalisation (held-out colour-shape pairs)": ADHERENCE_NOTE + "\n\n"
-                + markdown_table(result)}
+    write_tiny_sd_card(folder, card_sections(metrics))
+    return metrics
+
+
+def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
+    """The model card's figures, as Markdown sections, from ``metrics.json`` alone."""
+    sections: dict[str, str] = {}
+    if "adherence" in metrics:
+        sections["Prompt adherence (prompts not seen in training)"] = (UNSEEN_NOTE + "\n\n"
+                                                                      + markdown_table(metrics["adherence"]))
+    if "adherence_heldout_pairs" in metrics:
+        sections["Compositional generalisation (held-out colour-shape pairs)"] = (
+            ADHERENCE_NOTE + "\n\n" + markdown_table(metrics["adherence_heldout_pairs"]))
     if "speed" in metrics:
         sections["Speed"] = "\n".join(["| figure | value |", "| --- | --- |"] +
                                       [f"| {k} | {v} |" for k, v in metrics["speed"].items()] +
                                       [f"| preview: {k} | {v} |" for k, v in metrics.get("preview", {}).items()])
-    write_tiny_sd_card(folder, sections)
-    return metrics
+    return sections
 
 
 UNSEEN_NOTE = ("Each prompt is the caption of a `split=\"val\"` scene (training colour-shape pairs only) whose exact "

@@ -566,7 +566,7 @@ def write_tiny_sd_card(folder: Path, extra_sections: dict[str, str] | None = Non
                 "Resume state": RESUME_NOTE, "Sizing": SIZING_NOTE,
                 **(extra_sections or {})}
     return write_card(folder, title="tiny_sd — our own tiny Stable Diffusion", summary=summary,
-                      command=COMMAND, data=data, extra_sections=sections)
+                      command=COMMAND, data=data, extra_sections=sections, raw_metrics=False)
 
 
 HISTORY_NOTE = """Stage 2 ran in three phases; the preset replays all three, so one command reproduces them.
