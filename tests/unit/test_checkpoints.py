@@ -33,7 +33,8 @@ def test_save_weights_refuses_files_over_10_mb(tmp_path):
 
 # diffusers folders (a pipeline, or a ControlNet model): every file, at any depth, within the limits
 PIPELINES = {"tiny_sd": "python -m playground train tiny_sd",
-             "tiny_sd_inpaint": "python -m playground train tiny_sd_inpaint"}
+             "tiny_sd_inpaint": "python -m playground train tiny_sd_inpaint",
+             "tiny_sd_controlnet": "python -m playground train tiny_sd_controlnet"}
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))
