@@ -109,9 +109,6 @@ class TinySDTrainConfig:
 
 
 PRESETS: dict[str, TinySDTrainConfig] = {
-    # Stage 2 ran 5,000 steps on SD's scaled-linear schedule before we found that it leaves colour to the
-    # seed, then continues on the linear one. The shipped checkpoint is the one of step 8,000 (its card);
-    # training goes on towards 20,000 steps (≈ 0.6 s a step on 2 threads), resumable across sessions.
     # Stage 2's history: 5,000 ε steps on SD's scaled-linear schedule (colour followed the seed: too much
     # signal left at t = T), 3,500 ε steps on the linear one (a cosine planned over 20,000 steps), then
     # v-prediction with its own warm-up and cosine (the ε model ignored the prompt at high noise, where
