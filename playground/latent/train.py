@@ -115,7 +115,7 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # ε-prediction's loss barely depends on it).
     "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=16_000, sd_schedule_steps=5000,
                                  eps_steps=8500, eps_lr_steps=20_000, unet_max_minutes=400.0,
-                                 notes="≈ 25 min autoencoder + ≈ 3 h U-Net/text encoder on 2 CPU threads "
+                                 notes="25 min autoencoder + 3.5 h U-Net/text encoder on 2 CPU threads "
                                        "(8,500 ε-prediction steps, 5,000 on SD's schedule, then 7,500 v-prediction)"),
     "test": TinySDTrainConfig(get_config("test"), vae_steps=3, vae_batch=4, vae_warmup=1, pool_size=16,
                               val_items=4, encode_batch=8, unet_steps=4, unet_batch=4, unet_warmup=1,
