@@ -98,6 +98,25 @@ def test_stage2_phases_switch_target_and_restart_the_learning_rate() -> None:
     assert stage2_lr_factor(cfg, cfg.unet_steps) == pytest.approx(cfg.min_lr_factor)
 
 
+def test_warm_restart_keeps_the_earlier_cosine_and_starts_a_lower_one() -> None:
+    """SGDR restarts: the v cosine before a restart is exactly the one planned without it (its end moved to
+    the restart), the restart warms up again to ``restart_peak`` and decays to the same floor."""
+    cfg = preset("tiny_sd", unet_steps=3000, eps_steps=1000, sd_schedule_steps=0, v_restarts=(2000,),
+                 restart_peak=0.5, v_warmup=100, min_lr_factor=0.1)
+    before = preset("tiny_sd", unet_steps=2000, eps_steps=1000, sd_schedule_steps=0, v_restarts=(),
+                    v_warmup=100, min_lr_factor=0.1)
+    for step in (1000, 1099, 1500, 1999):
+        assert stage2_lr_factor(cfg, step) == pytest.approx(stage2_lr_factor(before, step))
+    assert stage2_lr_factor(cfg, 1999) == pytest.approx(0.1, abs=1e-4)
+    assert stage2_lr_factor(cfg, 2000) == pytest.approx(0.5 / 100)          # warm-up from nearly 0
+    assert stage2_lr_factor(cfg, 2099) == pytest.approx(0.5)                # to the restart's peak
+    assert stage2_lr_factor(cfg, 3000) == pytest.approx(0.1)                # and down to the same floor
+    assert all(stage2_lr_factor(cfg, s) <= 0.5 + 1e-9 for s in range(2000, 3001, 50))
+    assert stage2_phase(cfg, 2500) == ("ours", "v_prediction", cfg.eps_steps)   # the EMA is not restarted
+    with pytest.raises(AssertionError):
+        preset("tiny_sd", v_restarts=(100,))                              # a restart inside the ε steps
+
+
 def test_v_target_is_the_velocity() -> None:
     """v = √ᾱ_t ε − √(1−ᾱ_t) z_0 (Salimans & Ho 2022); ε-prediction's target is ε itself."""
     g = torch.Generator().manual_seed(0)
