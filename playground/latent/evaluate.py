@@ -259,6 +259,22 @@ def reference_row(prompts: Sequence[str], seed: int = 0) -> dict[str, Any]:
     return {**table, "seconds": time.perf_counter() - start}
 
 
+@torch.no_grad()
+def autoencoder_row(pipe: Any, prompts: Sequence[str], seed: int = 0, batch: int = 50) -> dict[str, Any]:
+    """The autoencoder's ceiling: the exact renders of :func:`reference_row` encoded (posterior mean) and
+    decoded by ``pipe.vae``, read by the same checker — what a perfect U-Net could reach through this decoder."""
+    start = time.perf_counter()
+    renders = [S.render(scene_for_prompt(p, seed + i)) for i, p in enumerate(prompts)]
+    vae, images = pipe.vae, []
+    for i in range(0, len(renders), batch):
+        x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
+                         for im in renders[i:i + batch]]).permute(0, 3, 1, 2).to(vae.device, vae.dtype)
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        images += list(((y.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+    table, _ = score_images(prompts, images)
+    return {**table, "seconds": time.perf_counter() - start}
+
+
 def evaluate_adherence(pipe: Any, prompts: Sequence[str], guidance_scales: Sequence[float] = DEFAULT_SCALES,
                        steps: int = 25, scheduler: str = "dpm++", seed: int = 0, batch: int = 8,
                        progress: bool = True, cache_dir: Path | None = DEFAULT_CACHE,
@@ -304,10 +320,16 @@ def evaluate_adherence(pipe: Any, prompts: Sequence[str], guidance_scales: Seque
     if reference:
         ref = reference_row(prompts, seed)
         result["reference"] = ref
+        if getattr(pipe, "vae", None) is not None:
+            result["autoencoder"] = autoencoder_row(pipe, prompts, seed)
+            result["rows"].append({"guidance": AUTOENCODER_ROW, **_row(result["autoencoder"])})
         result["rows"].append({"guidance": "real renders (ceiling)", **_row(ref)})
     if keep_checks:
         result["checks"] = checks
     return result
+
+
+AUTOENCODER_ROW = "real renders through the autoencoder (its ceiling)"
 
 
 def _row(table: dict[str, float]) -> dict[str, Any]:
@@ -331,6 +353,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     rows = result.get("rows") or (
         [{"guidance": g, **_row(t)} for g, t in result["scales"].items()]
+        + ([{"guidance": AUTOENCODER_ROW, **_row(result["autoencoder"])}] if result.get("autoencoder") else [])
         + ([{"guidance": "real renders (ceiling)", **_row(result["reference"])}] if result.get("reference") else []))
     for row in rows:
         seconds = row.get("seconds")

@@ -92,11 +92,12 @@ def test_structure_of_the_results(pipe, prompts, tmp_path):
         assert table["seconds"] >= 0
     assert result["scales"]["1"]["seconds"] > 0 and result["scales"]["1"]["seconds_per_image"] > 0
     assert result["reference"]["all"] == 1.0                    # the checker reads real renders right
-    assert [r["guidance"] for r in result["rows"]] == ["1", "3", "real renders (ceiling)"]
+    assert [r["guidance"] for r in result["rows"]] == ["1", "3", E.AUTOENCODER_ROW, "real renders (ceiling)"]
+    assert result["autoencoder"]["n"] == 3 and 0.0 <= result["autoencoder"]["colour"] <= 1.0
     json.dumps(result)                                           # serialisable for metrics.json
     table = E.markdown_table(result)
     lines = table.splitlines()
-    assert len(lines) == 2 + 3 and lines[0].startswith("| guidance | colour (n=3)") and "seconds" in lines[0]
+    assert len(lines) == 2 + 4 and lines[0].startswith("| guidance | colour (n=3)") and "seconds" in lines[0]
     assert "real renders (ceiling) | 100.0 %" in table
     # 3 prompts x 2 scales cached as PNGs, with their timing
     root = Path(settings["cache"])
@@ -181,7 +182,26 @@ def test_evaluate_and_card_writes_metrics_and_the_card(tmp_path):
     saved = json.loads((root / "tiny_sd" / "metrics.json").read_text())
     assert saved["adherence"]["settings"]["steps"] == 2
     card = (root / "tiny_sd" / "README.md").read_text()
-    assert "Prompt adherence" in card and "real renders (ceiling)" in card
+    assert "Prompt adherence" in card and "real renders (ceiling)" in card and E.AUTOENCODER_ROW in card
+
+
+def test_autoencoder_row_reads_real_renders_through_the_vae(pipe, prompts):
+    """The ceiling row passes the exact renders through ``pipe.vae``: with an identity-like autoencoder it
+    would equal the real-render row; with the random test one it must still be a checker table."""
+    row = E.autoencoder_row(pipe, prompts, seed=0)
+    assert row["n"] == 3 and row["seconds"] > 0
+
+    class Identity:                                               # encode = pixels, decode = pixels
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def encode(self, x):
+            return type("Out", (), {"latent_dist": type("D", (), {"mean": x})()})()
+
+        def decode(self, z):
+            return type("Out", (), {"sample": z})()
+
+    exact = E.autoencoder_row(type("P", (), {"vae": Identity()})(), prompts, seed=0)
+    assert exact["all"] == 1.0                                     # the renders themselves: all right
 
 
 def test_speed_figures_time_the_pipeline_and_restore_threads(pipe):

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from playground.latent.components import build_train_scheduler, load_pipeline, training_target
-from playground.latent.train import (drop_captions, lr_factor, preset, stage2_lr_factor, stage2_phase, step_generator,
-                                     train)
+from playground.latent.train import (DECODER_PARTS, drop_captions, lr_factor, preset, stage2_lr_factor, stage2_phase,
+                                     step_generator, train)
 
 torch.set_num_threads(1)
 
@@ -44,7 +44,9 @@ def test_training_writes_a_loadable_pipeline_and_its_record(trained: tuple[Path,
     assert record["vae_val_psnr_db"] > 0 and record["vae_val_mse"] > 0 and record["scaling_factor"] > 0
     assert json.loads((folder / "training.json").read_text())["unet_steps"] == cfg.unet_steps
     history = (folder / "history.csv").read_text().splitlines()
-    assert history[0].startswith("stage,step,loss") and len(history) == 1 + cfg.vae_steps + cfg.unet_steps
+    assert history[0].startswith("stage,step,loss")
+    assert len(history) == 1 + cfg.vae_steps + cfg.unet_steps + cfg.decoder_steps
+    assert record["decoder_steps"] == cfg.decoder_steps and record["decoder_val_psnr_db"] > 0
     card = (folder / "README.md").read_text()
     assert "python -m playground train tiny_sd" in card and "unet/diffusion_pytorch_model.safetensors" in card
     pipe = load_pipeline(folder)
@@ -52,7 +54,18 @@ def test_training_writes_a_loadable_pipeline_and_its_record(trained: tuple[Path,
     image = pipe("a large red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                  output_type="np").images
     assert image.shape == (1, 64, 64, 3) and 0.0 <= image.min() and image.max() <= 1.0
-    assert {"vae.pt", "unet.pt", "latents.pt"} <= {p.name for p in (root / "runs" / "tiny_sd").iterdir()}
+    assert {"vae.pt", "unet.pt", "latents.pt", "decoder.pt"} <= {p.name for p in (root / "runs" / "tiny_sd").iterdir()}
+
+
+def test_decoder_fine_tune_leaves_the_encoder_and_so_the_latent_space_alone(trained: tuple[Path, dict]) -> None:
+    root, _ = trained
+    stage1 = torch.load(root / "runs" / "tiny_sd" / "vae.pt", weights_only=True)["vae"]
+    shipped = load_file(str(root / "checkpoints" / "tiny_sd" / "vae" / "diffusion_pytorch_model.safetensors"))
+    frozen = [k for k in stage1 if not k.startswith(DECODER_PARTS)]
+    trained_ = [k for k in stage1 if k.startswith(DECODER_PARTS)]
+    assert frozen and trained_ and set(stage1) == set(shipped)
+    assert all(torch.equal(stage1[k], shipped[k]) for k in frozen)
+    assert any(not torch.equal(stage1[k], shipped[k]) for k in trained_)
 
 
 def test_interrupted_training_resumes_to_identical_weights(trained: tuple[Path, dict], tmp_path: Path) -> None:
@@ -61,6 +74,8 @@ def test_interrupted_training_resumes_to_identical_weights(trained: tuple[Path, 
     assert first["interrupted_at"]["stage"] == 1
     second = _run(tmp_path, stop_after=2)                      # finishes stage 1, then one U-Net step
     assert second["interrupted_at"]["stage"] == 2
+    third = _run(tmp_path, stop_after=4)                       # the other three U-Net steps, one decoder step
+    assert third["interrupted_at"]["stage"] == 3
     _run(tmp_path)
     straight, resumed = _weights(root / "checkpoints" / "tiny_sd"), _weights(tmp_path / "checkpoints" / "tiny_sd")
     assert straight.keys() == resumed.keys() and len(straight) > 50
