@@ -31,3 +31,14 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p.detach(), 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
+
+
+def optimise(opt: torch.optim.Optimizer, params: Any, loss: torch.Tensor, lr: float, grad_clip: float) -> None:
+    """One optimiser step at learning rate ``lr``: backward, clip the gradient norm to ``grad_clip`` (if > 0), step."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()

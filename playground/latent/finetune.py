@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..core.training import ema_update, load_resume, save_resume
+from ..core.training import ema_update, load_resume, optimise, save_resume
 from ..data import scenes
 from .train import ema_decay, lr_factor, step_generator, to_model_range
 
@@ -106,13 +106,7 @@ def finetune(name: str, trainable: dict[str, torch.nn.Module], loss_fn: LossFn, 
         for m in trainable.values():
             m.train()
         loss, extra = loss_fn(step, step_generator(cfg.seed, cfg.stage, step))
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.min_lr_factor)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        optimise(opt, params, loss, cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.min_lr_factor), cfg.grad_clip)
         decay = ema_decay(step, cfg.ema)
         for k, m in trainable.items():
             ema_update(ema[k], m, decay)

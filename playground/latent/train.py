@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from ..core.checkpoint import read_json, write_history, write_json
 from ..core.modelcard import write_card
 from ..core.settings import get_settings
-from ..core.training import ema_update, load_resume, save_resume
+from ..core.training import ema_update, load_resume, optimise, save_resume
 from ..data import scenes
 from .components import (SD_SCHEDULE, LatentConfig, assemble_pipeline, build_components, build_train_scheduler,
                          count_params, get_config, noise_schedule_config, save_pipeline, training_target)
@@ -247,13 +247,8 @@ def train_vae(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path, progress: boo
         gen = step_generator(cfg.seed, 1, step)
         x = scene_batch(cfg.vae_batch, cfg.seed, step, cfg.model.image_size)
         loss, parts_ = vae_loss(vae, x, gen, cfg.vae_kl_weight, cfg.vae_edge_weight)
-        for g in opt.param_groups:
-            g["lr"] = cfg.vae_lr * lr_factor(step, cfg.vae_warmup, cfg.vae_steps, cfg.min_lr_factor)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
-        opt.step()
+        optimise(opt, vae.parameters(), loss,
+                 cfg.vae_lr * lr_factor(step, cfg.vae_warmup, cfg.vae_steps, cfg.min_lr_factor), cfg.grad_clip)
         step += 1
         elapsed += time.perf_counter() - t0
         window.append({"loss": float(loss.detach()), **parts_})
@@ -449,13 +444,7 @@ def train_unet(cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dict, runs_
         t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         loss = ldm_loss(unet, te, sched, z0, ids, t, noise)
-        for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * stage2_lr_factor(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        optimise(opt, params, loss, cfg.unet_lr * stage2_lr_factor(cfg, step), cfg.grad_clip)
         decay = ema_decay(step - phase_start, cfg.ema)           # the EMA's warm-up restarts with a new target
         ema_update(ema["unet"], unet, decay), ema_update(ema["text_encoder"], te, decay)
         step += 1
@@ -533,13 +522,9 @@ def train_decoder(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path, progress:
         gen = step_generator(cfg.seed, 3, step)
         x = scene_batch(cfg.vae_batch, cfg.seed + 1, step, cfg.model.image_size)   # scenes stage 1 never saw
         loss, parts_ = decoder_loss(vae, x, gen, cfg.vae_edge_weight)
-        for g in opt.param_groups:
-            g["lr"] = cfg.decoder_lr * lr_factor(step, cfg.decoder_warmup, cfg.decoder_steps, cfg.min_lr_factor)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        optimise(opt, params, loss,
+                 cfg.decoder_lr * lr_factor(step, cfg.decoder_warmup, cfg.decoder_steps, cfg.min_lr_factor),
+                 cfg.grad_clip)
         step += 1
         elapsed += time.perf_counter() - t0
         window.append({"loss": float(loss.detach()), **parts_})
