@@ -45,7 +45,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -217,58 +217,80 @@ def reconstruction_error(vae: torch.nn.Module, images: torch.Tensor, batch: int 
     return {"mse": mse, "psnr_db": psnr(mse)}
 
 
-def train_vae(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path, progress: bool,
-              budget: list[int | None]) -> dict | None:
-    """Stage 1. Returns its record, or None if ``budget`` (steps left in this invocation) ran out."""
-    vae = parts["vae"]
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
-    path = runs_dir / "vae.pt"
+def _autoencoder_stage(cfg: TinySDTrainConfig, stage: int, desc: str, path: Path, key: str, total: int,
+                       max_minutes: float, weights: Callable[[], dict[str, torch.Tensor]], load: Callable[[dict], None],
+                       opt: torch.optim.Optimizer, one_step: Callable[[int], dict[str, float]],
+                       finish: Callable[[int, float, list], dict], progress: bool,
+                       budget: list[int | None]) -> dict | None:
+    """The loop that stages 1 and 3 share: resume from ``path`` (weights under ``key``), run ``one_step(step)`` (which optimises and
+    returns the step's loss terms) until ``total`` steps or ``max_minutes``, log means every ``log_every``
+    steps, save every ``save_every``; then ``finish(step, elapsed, history)`` makes the record, saved as done.
+    Returns the record, or None when ``budget`` (steps left in this invocation) ran out."""
     st = load_resume(path)
-    step, elapsed, history, done = 0, 0.0, [], False
+    step, elapsed, history = 0, 0.0, []
     if st is not None:
-        vae.load_state_dict(st["vae"]), opt.load_state_dict(st["opt"])
-        step, elapsed, history, done = st["step"], st["elapsed"], st["history"], st["done"]
-    if done:
-        return st["record"]
-    bar = tqdm(total=cfg.vae_steps, initial=step, desc=f"{NAME} 1/2 autoencoder", disable=not progress,
-               dynamic_ncols=True)
+        load(st[key]), opt.load_state_dict(st["opt"])
+        step, elapsed, history = st["step"], st["elapsed"], st["history"]
+        if st["done"]:
+            return st["record"]
+
+    def save(record: dict | None = None) -> None:
+        save_resume(path, **{key: weights()}, opt=opt.state_dict(), step=step, elapsed=elapsed, history=history,
+                    done=record is not None, record=record or {})
+
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
     window: list[dict[str, float]] = []
-
-    def save(finished: bool, record: dict | None = None) -> None:
-        save_resume(path, vae=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed,
-                    history=history, done=finished, record=record or {})
-
-    vae.train()
-    while step < cfg.vae_steps and elapsed < cfg.vae_max_minutes * 60:
+    while step < total and elapsed < max_minutes * 60:
         if budget[0] is not None and budget[0] <= 0:
             bar.close()
             return None
         t0 = time.perf_counter()
-        gen = step_generator(cfg.seed, 1, step)
-        x = scene_batch(cfg.vae_batch, cfg.seed, step, cfg.model.image_size)
-        loss, parts_ = vae_loss(vae, x, gen, cfg.vae_kl_weight, cfg.vae_edge_weight)
-        optimise(opt, vae.parameters(), loss,
-                 cfg.vae_lr * lr_factor(step, cfg.vae_warmup, cfg.vae_steps, cfg.min_lr_factor), cfg.grad_clip)
+        window.append(one_step(step))
         step += 1
         elapsed += time.perf_counter() - t0
-        window.append({"loss": float(loss.detach()), **parts_})
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.vae_steps:
-            history.append(_log_row(1, step, window, opt, elapsed))
+        if step % cfg.log_every == 0 or step == total:
+            history.append(_log_row(stage, step, window, opt, elapsed))
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", min=f"{elapsed / 60:.1f}", refresh=False)
             window = []
         if budget[0] is not None:
             budget[0] -= 1
         if step % cfg.save_every == 0:
-            save(False)
+            save()
     bar.close()
     if window:
-        history.append(_log_row(1, step, window, opt, elapsed))
-    val = scenes.render_dataset(cfg.val_items, seed=cfg.seed, size=cfg.model.image_size, split="val").images
-    record = {"steps": step, "wall_minutes": round(elapsed / 60, 2), "history": history,
-              "val_reconstruction": reconstruction_error(vae, val), "params": count_params(vae)}
-    save(True, record)
+        history.append(_log_row(stage, step, window, opt, elapsed))
+    record = finish(step, elapsed, history)
+    save(record)
     return record
+
+
+def _val_reconstruction(cfg: TinySDTrainConfig, vae: torch.nn.Module) -> dict[str, float]:
+    val = scenes.render_dataset(cfg.val_items, seed=cfg.seed, size=cfg.model.image_size, split="val").images
+    return reconstruction_error(vae, val)
+
+
+def train_vae(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path, progress: bool,
+              budget: list[int | None]) -> dict | None:
+    """Stage 1. Returns its record, or None if ``budget`` (steps left in this invocation) ran out."""
+    vae = parts["vae"]
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
+
+    def one_step(step: int) -> dict[str, float]:
+        vae.train()
+        x = scene_batch(cfg.vae_batch, cfg.seed, step, cfg.model.image_size)
+        loss, terms = vae_loss(vae, x, step_generator(cfg.seed, 1, step), cfg.vae_kl_weight, cfg.vae_edge_weight)
+        optimise(opt, vae.parameters(), loss,
+                 cfg.vae_lr * lr_factor(step, cfg.vae_warmup, cfg.vae_steps, cfg.min_lr_factor), cfg.grad_clip)
+        return {"loss": float(loss.detach()), **terms}
+
+    def finish(step: int, elapsed: float, history: list) -> dict:
+        return {"steps": step, "wall_minutes": round(elapsed / 60, 2), "history": history,
+                "val_reconstruction": _val_reconstruction(cfg, vae), "params": count_params(vae)}
+
+    return _autoencoder_stage(cfg, 1, f"{NAME} 1/2 autoencoder", runs_dir / "vae.pt", "vae", cfg.vae_steps,
+                              cfg.vae_max_minutes, vae.state_dict, vae.load_state_dict, opt, one_step, finish,
+                              progress, budget)
 
 
 def _log_row(stage: int, step: int, window: list[dict[str, float]], opt: torch.optim.Optimizer,
@@ -497,54 +519,24 @@ def train_decoder(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path, progress:
     vae = parts["vae"]
     params = [p for n, p in vae.named_parameters() if n.startswith(DECODER_PARTS)]
     opt = torch.optim.AdamW(params, lr=cfg.decoder_lr)
-    path = runs_dir / "decoder.pt"
-    st = load_resume(path)
-    step, elapsed, history = 0, 0.0, []
-    if st is not None:
-        vae.load_state_dict(st["decoder"], strict=False), opt.load_state_dict(st["opt"])
-        step, elapsed, history = st["step"], st["elapsed"], st["history"]
-    if st is not None and st.get("done"):
-        return st["record"]
-    bar = tqdm(total=cfg.decoder_steps, initial=step, desc=f"{NAME} 3/3 decoder fine-tune", disable=not progress,
-               dynamic_ncols=True)
-    window: list[dict[str, float]] = []
 
-    def save(record: dict | None = None) -> None:
-        save_resume(path, decoder=decoder_state(vae), opt=opt.state_dict(), step=step, elapsed=elapsed,
-                    history=history, done=record is not None, record=record or {})
-
-    vae.train()
-    while step < cfg.decoder_steps and elapsed < cfg.decoder_max_minutes * 60:
-        if budget[0] is not None and budget[0] <= 0:
-            bar.close()
-            return None
-        t0 = time.perf_counter()
-        gen = step_generator(cfg.seed, 3, step)
+    def one_step(step: int) -> dict[str, float]:
+        vae.train()
         x = scene_batch(cfg.vae_batch, cfg.seed + 1, step, cfg.model.image_size)   # scenes stage 1 never saw
-        loss, parts_ = decoder_loss(vae, x, gen, cfg.vae_edge_weight)
+        loss, terms = decoder_loss(vae, x, step_generator(cfg.seed, 3, step), cfg.vae_edge_weight)
         optimise(opt, params, loss,
                  cfg.decoder_lr * lr_factor(step, cfg.decoder_warmup, cfg.decoder_steps, cfg.min_lr_factor),
                  cfg.grad_clip)
-        step += 1
-        elapsed += time.perf_counter() - t0
-        window.append({"loss": float(loss.detach()), **parts_})
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.decoder_steps:
-            history.append(_log_row(3, step, window, opt, elapsed))
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", min=f"{elapsed / 60:.1f}", refresh=False)
-            window = []
-        if budget[0] is not None:
-            budget[0] -= 1
-        if step % cfg.save_every == 0:
-            save()
-    bar.close()
-    if window:
-        history.append(_log_row(3, step, window, opt, elapsed))
-    val = scenes.render_dataset(cfg.val_items, seed=cfg.seed, size=cfg.model.image_size, split="val").images
-    record = {"steps": step, "wall_minutes": round(elapsed / 60, 2), "history": history,
-              "val_reconstruction": reconstruction_error(vae, val)}
-    save(record)
-    return record
+        return {"loss": float(loss.detach()), **terms}
+
+    def finish(step: int, elapsed: float, history: list) -> dict:
+        return {"steps": step, "wall_minutes": round(elapsed / 60, 2), "history": history,
+                "val_reconstruction": _val_reconstruction(cfg, vae)}
+
+    return _autoencoder_stage(cfg, 3, f"{NAME} 3/3 decoder fine-tune", runs_dir / "decoder.pt", "decoder",
+                              cfg.decoder_steps,
+                              cfg.decoder_max_minutes, lambda: decoder_state(vae),
+                              lambda w: vae.load_state_dict(w, strict=False), opt, one_step, finish, progress, budget)
 
 
 # ----------------------------------------------------------------------------- the command
