@@ -479,14 +479,16 @@ def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
     return sections
 
 
+CEILING_NOTE = ("The autoencoder's row passes each prompt's exact render through the VAE (posterior mean) and back: "
+                "the most a perfect U-Net could reach through this decoder.")
 UNSEEN_NOTE = ("Each prompt is the caption of a `split=\"val\"` scene (training colour-shape pairs only) whose exact "
                "text never occurs among the 40,000 training captions: a new combination of size, colour, shape, "
                "place, relation and background. One image per prompt per guidance scale (25 DPM-Solver++ steps, "
                "prompt i seeded i), read back by `playground/eval/scene_checker.py`; a column is the fraction right "
-               "among the prompts that state that attribute, `all` = every stated attribute right. Reproduce: "
-               "`python -m playground evaluate txt2img`.")
+               "among the prompts that state that attribute, `all` = every stated attribute right. " + CEILING_NOTE
+               + " Reproduce: `python -m playground evaluate txt2img`.")
 ADHERENCE_NOTE = ("Each prompt is the caption of a `split=\"test\"` scene, so it names at least one colour-shape "
                   "pair that never occurs in training. One image per prompt per guidance scale (25 DPM-Solver++ "
                   "steps, prompt i seeded i at every scale), read back by `playground/eval/scene_checker.py`; a "
                   "column is the fraction right among the prompts that state that attribute, `all` = every "
-                  "stated attribute right. Reproduce: `python -m playground evaluate txt2img`.")
+                  "stated attribute right. " + CEILING_NOTE + " Reproduce: `python -m playground evaluate txt2img`.")
