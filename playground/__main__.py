@@ -50,6 +50,9 @@ def _evaluate(name: str, ckpt: Path) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
     names = ALL_TRAINABLE if args.model == "all" else (args.model,)
+    if args.stage4_from and args.model not in LATENT_MODELS:
+        print("--stage4-from is a stage of tiny_sd only", file=sys.stderr)
+        return 2
     if args.model in LATENT_MODELS:
         return _train_latent(args, ckpt)
     if args.model in ADDON_MODELS:
@@ -103,8 +106,14 @@ def _train_latent(args: argparse.Namespace, ckpt: Path) -> int:
                                    "unet_lr": args.lr}.items() if v is not None}
     if args.epochs is not None:
         print("tiny_sd counts steps, not epochs: --epochs is ignored", file=sys.stderr)
-    record = latent_train(args.model, latent_preset(args.model, **overrides), out_dir=ckpt / args.model,
-                          resume=not args.no_resume)
+    if args.stage4_from:
+        from .latent.train import train_stage4_from
+
+        record = train_stage4_from(Path(args.stage4_from), latent_preset(args.model, **overrides),
+                                   out_dir=ckpt / args.model, resume=not args.no_resume)
+    else:
+        record = latent_train(args.model, latent_preset(args.model, **overrides), out_dir=ckpt / args.model,
+                              resume=not args.no_resume)
     print(json.dumps(record))
     if "interrupted_at" not in record:
         print("next: `python -m playground evaluate txt2img` for the model card's figures", file=sys.stderr)
@@ -184,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, help="batch size")
     t.add_argument("--no-resume", action="store_true", help="start from scratch even if runs/<name>/last.pt exists")
     t.add_argument("--checkpoints", help="output root (default: PLAYGROUND_CHECKPOINTS or ./checkpoints)")
+    t.add_argument("--stage4-from", metavar="DIR",
+                   help="tiny_sd only: run stage 4 (the decoder on the guided U-Net's latents) alone, on the pipeline "
+                        "folder DIR as stages 1-3 left it, instead of replaying every stage")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="write a grid of prior samples to a PNG")

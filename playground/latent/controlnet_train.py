@@ -27,8 +27,8 @@ Recipe (ControlNet, Zhang et al. 2023, arXiv:2302.05543, §3 "Method", its train
   weights — what ships —, resume file every 50 steps, training-time budget). Every batch and draw is a
   pure function of (seed, stage 4, step), so an interrupted run resumes to exactly the same weights.
 - **Monitor.** Every ``monitor_every`` steps, on a fixed batch of ``split="val"`` scenes with fixed t and ε:
-  the ε-MSE of the EMA ControlNet with its edges (``val_loss_control``) and of the locked U-Net alone
-  (``val_loss_plain``, a constant): the gap is what the edges tell the model.
+  the MSE (against the base's target, v or ε) of the EMA ControlNet with its edges (``val_loss_control``)
+  and of the locked U-Net alone (``val_loss_plain``, a constant): the gap is what the edges tell the model.
 
 Output: ``checkpoints/tiny_sd_controlnet`` — a ``ControlNetModel`` folder as on the Hub
 (``lllyasviel/sd-controlnet-canny``: diffusers' ``config.json`` + ``diffusion_pytorch_model.safetensors``,
@@ -295,7 +295,8 @@ def write_controlnet_card(folder: Path, extra_sections: dict[str, str] | None = 
         f"(low in {tcfg.get('low_range', '?')}, high = low + {tcfg.get('gap_range', '?')}); "
         f"{int(100 * float(training.get('caption_dropout', 0.5)))}% of the captions replaced by \"\" as in the "
         "paper. The base U-Net, autoencoder and text encoder are frozen. The monitor's `val_loss_control` / "
-        "`val_loss_plain` is the ε-MSE with / without the edges on fixed `split=\"val\"` scenes."
+        "`val_loss_plain` is the MSE against the base's target (v for tiny_sd) with / without the edges on "
+        "fixed `split=\"val\"` scenes."
     )
     sections = {"Resume state": RESUME_NOTE, "Sizing": SIZING_NOTE, **(extra_sections or {})}
     return write_card(folder, title="tiny_sd_controlnet — Canny ControlNet for tiny_sd", summary=summary,

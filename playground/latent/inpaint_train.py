@@ -75,10 +75,10 @@ class InpaintTrainConfig:
 
 
 PRESETS: dict[str, InpaintTrainConfig] = {
-    # ≈ 17 min on 2 threads: 1,500 steps × 1.15 CPU-s / 1.7 (see SIZING_NOTE)
-    "tiny_sd_inpaint": InpaintTrainConfig(FinetuneConfig(steps=1500, batch=32, lr=2e-4, warmup=100, ema=0.998,
-                                                         max_minutes=24.0, log_every=25, save_every=50, stage=3),
-                                          notes="≈ 17 min on 2 CPU threads"),
+    # 33 min on 2 threads (see SIZING_NOTE)
+    "tiny_sd_inpaint": InpaintTrainConfig(FinetuneConfig(steps=2500, batch=32, lr=2e-4, warmup=100, ema=0.998,
+                                                         max_minutes=36.0, log_every=25, save_every=50, stage=3),
+                                          notes="≈ 28 min on 2 CPU threads"),
     "test": InpaintTrainConfig(FinetuneConfig(steps=4, batch=4, lr=1e-3, warmup=1, ema=0.9, log_every=1,
                                               save_every=1, stage=3),
                                monitor_items=4, monitor_every=2, notes="unit tests"),
@@ -335,8 +335,9 @@ def write_inpaint_card(folder: Path, extra_sections: dict[str, str] | None = Non
         "`playground/data/scenes.py` (held-out colour-shape pairs never shown), each with a random mask: 45% a box "
         "or ellipse over one object (grown 1-4 px), 25% 1-3 brush strokes, 20% 1-2 rectangles, 10% the whole "
         "image; masked image = image with the hole set to mid-gray, as the pipeline does; 10% of the captions "
-        "replaced by \"\" (classifier-free guidance). Loss: ε-MSE over all latents (LDM eq. 3). VAE and text "
-        "encoder frozen."
+        "replaced by \"\" (classifier-free guidance). Loss: MSE against the base's own target over all "
+        "latents (LDM eq. 3; v = √ᾱₜ ε − √(1−ᾱₜ) z₀ for our v-prediction base, Salimans & Ho 2022 §4). VAE and "
+        "text encoder frozen."
     )
     sections = {"Resume state": f"`runs/{NAME}/last.pt`, saved every 50 steps; `--no-resume` starts over.",
                 "Sizing": SIZING_NOTE, **(extra_sections or {})}
@@ -348,5 +349,5 @@ SIZING_NOTE = ("One training step at batch 32 measured 1.1-1.2 CPU-s on one thre
                "of tiny_sd's size, another training sharing the CPU): ≈ 0.34 s for the two VAE encodes (image and "
                "masked image), 0.08 s for the frozen text encoder, ≈ 0.7 s for the U-Net's forward and backward "
                "pass; rendering 32 scenes and their masks takes < 0.01 s. With two threads (≈ 1.7× faster) the "
-               "preset's 1,500 steps take ≈ 17 minutes (capped at 24).")
+               "preset's 2,500 steps took 33 minutes (capped at 36).")
 

@@ -1,4 +1,4 @@
-"""``python -m playground train tiny_sd`` in miniature: both stages, the shipped folder, exact resumption."""
+"""``python -m playground train tiny_sd`` in miniature: all four stages, the shipped folder, exact resumption."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from playground.latent.components import build_train_scheduler, load_pipeline, training_target
-from playground.latent.train import (DECODER_PARTS, drop_captions, lr_factor, preset, stage2_lr_factor, stage2_phase,
-                                     step_generator, train)
+from playground.latent.guided_decoder import _chunk_setting, colour_l1, gaussian_blur, img2img_pipeline, pair_chunk
+from playground.latent.train import (DECODER_PARTS, drop_captions, lr_factor, overshoot_latents, preset, stage2_lr_factor,
+                                     stage2_phase, step_generator, train, train_stage4_from)
 
 torch.set_num_threads(1)
 
@@ -45,8 +46,10 @@ def test_training_writes_a_loadable_pipeline_and_its_record(trained: tuple[Path,
     assert json.loads((folder / "training.json").read_text())["unet_steps"] == cfg.unet_steps
     history = (folder / "history.csv").read_text().splitlines()
     assert history[0].startswith("stage,step,loss")
-    assert len(history) == 1 + cfg.vae_steps + cfg.unet_steps + cfg.decoder_steps
+    assert len(history) == 1 + cfg.vae_steps + cfg.unet_steps + cfg.decoder_steps + cfg.guided_decoder_steps
     assert record["decoder_steps"] == cfg.decoder_steps and record["decoder_val_psnr_db"] > 0
+    assert record["guided_decoder_steps"] == cfg.guided_decoder_steps and record["guided_decoder_val_psnr_db"] > 0
+    assert record["guided_pairs"] == cfg.guided_pairs
     card = (folder / "README.md").read_text()
     assert "python -m playground train tiny_sd" in card and "unet/diffusion_pytorch_model.safetensors" in card
     pipe = load_pipeline(folder)
@@ -54,7 +57,8 @@ def test_training_writes_a_loadable_pipeline_and_its_record(trained: tuple[Path,
     image = pipe("a large red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                  output_type="np").images
     assert image.shape == (1, 64, 64, 3) and 0.0 <= image.min() and image.max() <= 1.0
-    assert {"vae.pt", "unet.pt", "latents.pt", "decoder.pt"} <= {p.name for p in (root / "runs" / "tiny_sd").iterdir()}
+    assert {"vae.pt", "unet.pt", "latents.pt", "decoder.pt", "guided_pairs.pt", "guided_decoder.pt"} <= {
+        p.name for p in (root / "runs" / "tiny_sd").iterdir()}
 
 
 def test_decoder_fine_tune_leaves_the_encoder_and_so_the_latent_space_alone(trained: tuple[Path, dict]) -> None:
@@ -76,6 +80,8 @@ def test_interrupted_training_resumes_to_identical_weights(trained: tuple[Path, 
     assert second["interrupted_at"]["stage"] == 2
     third = _run(tmp_path, stop_after=4)                       # the other three U-Net steps, one decoder step
     assert third["interrupted_at"]["stage"] == 3
+    fourth = _run(tmp_path, stop_after=2)                      # the other decoder step, one stage-4 step
+    assert fourth["interrupted_at"]["stage"] == 4
     _run(tmp_path)
     straight, resumed = _weights(root / "checkpoints" / "tiny_sd"), _weights(tmp_path / "checkpoints" / "tiny_sd")
     assert straight.keys() == resumed.keys() and len(straight) > 50
@@ -141,3 +147,57 @@ def test_v_target_is_the_velocity() -> None:
     ab = v_sched.alphas_cumprod[t].view(-1, 1, 1, 1)
     assert torch.allclose(training_target(v_sched, z0, eps, t), ab.sqrt() * eps - (1 - ab).sqrt() * z0, atol=1e-6)
     assert torch.equal(training_target(e_sched, z0, eps, t), eps)
+
+
+def test_overshoot_latents_pushes_chosen_samples_away_from_their_own_mean() -> None:
+    z = torch.randn(64, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert torch.equal(overshoot_latents(z, torch.Generator().manual_seed(0), 0.0, 0.5, 0.25), z)
+    pushed = overshoot_latents(z, torch.Generator().manual_seed(0), 1.0, 0.5, 0.0)
+    mean = z.mean((2, 3), keepdim=True)
+    assert torch.allclose(pushed.mean((2, 3), keepdim=True), mean, atol=1e-5)      # the scene's means stay
+    ratio = ((pushed - mean).pow(2).mean((1, 2, 3)) / (z - mean).pow(2).mean((1, 2, 3))).sqrt()
+    assert bool((ratio >= 1 - 1e-5).all() and (ratio <= 1.5 + 1e-5).all()) and float(ratio.std()) > 0.05
+    half = overshoot_latents(z, torch.Generator().manual_seed(0), 0.5, 0.5, 0.25)
+    kept = (half == z).flatten(1).all(1).float().mean()
+    assert 0.3 < float(kept) < 0.7                                                   # about half untouched
+
+
+def test_stage4_alone_from_a_saved_pipeline_changes_only_the_decoder(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = trained
+    base = root / "checkpoints" / "tiny_sd"
+    out = tmp_path / "checkpoints" / "tiny_sd"
+    record = train_stage4_from(base, preset("test"), out_dir=out, runs_dir=tmp_path / "runs", progress=False)
+    assert record["guided_decoder_steps"] == preset("test").guided_decoder_steps and record["unet_steps"] == 4
+    before, after = _weights(base), _weights(out)
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(tuple(f"vae/{p}" for p in DECODER_PARTS)) for k in changed), changed
+    stages = [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]]
+    assert stages.count("4") == preset("test").guided_decoder_steps           # stage 4 redone, not appended twice
+    again = train_stage4_from(out, preset("test"), out_dir=out, runs_dir=tmp_path / "runs", progress=False)
+    assert [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]].count("4") == 2
+    assert again["guided_decoder_val_psnr_db"] == pytest.approx(record["guided_decoder_val_psnr_db"])  # resumed: done
+
+
+def test_guided_pairs_are_deterministic_and_cover_every_strength_and_scale(trained: tuple[Path, dict]) -> None:
+    root, _ = trained
+    cfg = preset("test")
+    pipe = img2img_pipeline(dict(load_pipeline(root / "checkpoints" / "tiny_sd").components))
+    z1, x1 = pair_chunk(cfg, pipe, 3)
+    z2, x2 = pair_chunk(cfg, pipe, 3)
+    assert z1.shape == (cfg.guided_pair_batch, 4, 16, 16) and x1.shape == (cfg.guided_pair_batch, 3, 64, 64)
+    assert x1.dtype == torch.uint8 and torch.equal(x1, x2) and torch.equal(z1, z2)
+    assert not torch.equal(pair_chunk(cfg, pipe, 4)[1], x1)
+    combos = {_chunk_setting(cfg, k) for k in range(len(cfg.guided_strengths) * len(cfg.guided_scales))}
+    assert combos == {(s, g) for s in cfg.guided_strengths for g in cfg.guided_scales}
+
+
+def test_colour_term_weighs_region_colour_not_pixel_noise() -> None:
+    x = torch.zeros(1, 3, 32, 32)
+    assert torch.allclose(gaussian_blur(torch.full_like(x, 0.3), 1.5), torch.full_like(x, 0.3), atol=1e-6)
+    checker = (torch.arange(32).view(-1, 1) + torch.arange(32).view(1, -1)) % 2 * 2.0 - 1.0   # ±1, zero mean
+    noisy = x + 0.2 * checker.expand_as(x)
+    shifted = x + 0.2                                    # the same |error| per pixel, all one way: a colour shift
+    assert (noisy - x).abs().mean() == pytest.approx((shifted - x).abs().mean())
+    assert colour_l1(noisy, x, 1.5) < 0.02 * colour_l1(shifted, x, 1.5)
+    assert colour_l1(shifted, x, 1.5) == pytest.approx(0.2, rel=1e-5)
