@@ -675,8 +675,10 @@ def train_stage4_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir:
 
 
 def _history_rows(path: Path) -> list[dict]:
-    """The rows of a ``history.csv`` that earlier stages wrote, without those of stage 4 (it is being redone)."""
-    return [r for r in read_history(path) if r.get("stage") != 4]
+    """The rows of a ``history.csv`` that earlier stages wrote, without those of stage 4 (it is being redone);
+    stage and step stay whole numbers."""
+    return [{k: int(v) if k in ("stage", "step") else v for k, v in r.items()}
+            for r in read_history(path) if r.get("stage") != 4]
 
 
 def _guided_fields(record: dict) -> dict:

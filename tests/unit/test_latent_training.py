@@ -174,6 +174,7 @@ def test_stage4_alone_from_a_saved_pipeline_changes_only_the_decoder(trained: tu
     assert changed and all(k.startswith(tuple(f"vae/{p}" for p in DECODER_PARTS)) for k in changed), changed
     stages = [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]]
     assert stages.count("4") == preset("test").guided_decoder_steps           # stage 4 redone, not appended twice
+    assert set(stages) == {"1", "2", "3", "4"}                                  # whole numbers, as stages 1-3 wrote them
     again = train_stage4_from(out, preset("test"), out_dir=out, runs_dir=tmp_path / "runs", progress=False)
     assert [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]].count("4") == 2
     assert again["guided_decoder_val_psnr_db"] == pytest.approx(record["guided_decoder_val_psnr_db"])  # resumed: done
