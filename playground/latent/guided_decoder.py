@@ -38,6 +38,8 @@ from tqdm.auto import tqdm
 
 from ..core.training import load_resume, optimise, save_resume
 from ..data import scenes
+from .train import (DECODER_PARTS, _autoencoder_stage, _val_reconstruction, decoder_state, lr_factor,
+                    reconstruction_terms, scene_batch, step_generator, to_model_range)
 
 STAGE = 4
 
@@ -117,21 +119,16 @@ def build_guided_pairs(cfg: Any, parts: dict[str, Any], path: Path, progress: bo
 def guided_decoder_loss(vae: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, edge_weight: float,
                         colour_weight: float, colour_sigma: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage 1's terms plus the colour term (module docstring) for decoder inputs ``z`` and targets ``x`` in [-1, 1]."""
-    from .train import image_gradient_l1
-
     x_hat = vae.decode(z).sample
-    rec, edge = (x_hat - x).abs().mean(), image_gradient_l1(x_hat, x)
+    loss, terms = reconstruction_terms(x_hat, x, edge_weight)
     colour = colour_l1(x_hat, x, colour_sigma)
-    loss = rec + edge_weight * edge + colour_weight * colour
-    return loss, {"rec_l1": float(rec.detach()), "edge_l1": float(edge.detach()), "colour_l1": float(colour.detach())}
+    return loss + colour_weight * colour, {**terms, "colour_l1": float(colour.detach())}
 
 
 def _batch(cfg: Any, vae: torch.nn.Module, pairs: dict[str, Any], step: int,
            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Step ``step``'s decoder inputs and targets: ``guided_share`` of the batch from the pairs, the rest fresh
     scenes through the frozen encoder (posterior samples)."""
-    from .train import scene_batch, to_model_range
-
     n_pair = int(round(cfg.vae_batch * cfg.guided_share))
     idx = torch.randint(len(pairs["latents"]), (n_pair,), generator=gen)
     xs = [to_model_range(pairs["images"][idx].float() / 255.0)]
@@ -148,8 +145,6 @@ def train_guided_decoder(cfg: Any, parts: dict[str, Any], runs_dir: Path, progre
                          budget: list[int | None]) -> dict | None:
     """Stage 4 on ``parts`` (the shipped, i.e. EMA, U-Net and text encoder; the VAE with its ``scaling_factor``
     set). Returns its record, or None when ``budget`` ran out; the fine-tuned decoder is left in ``parts["vae"]``."""
-    from .train import DECODER_PARTS, _autoencoder_stage, _val_reconstruction, decoder_state, lr_factor, step_generator
-
     vae = parts["vae"]
     for module in ("unet", "text_encoder"):
         parts[module].requires_grad_(False).eval()

@@ -64,7 +64,6 @@ from ..data import scenes
 from .components import (SD_SCHEDULE, LatentConfig, assemble_pipeline, build_components, build_train_scheduler,
                          count_params, get_config, load_pipeline, noise_schedule_config, save_pipeline,
                          training_target)
-from .guided_decoder import train_guided_decoder
 
 NAME = "tiny_sd"
 COMMAND = "python -m playground train tiny_sd"
@@ -556,7 +555,12 @@ def decoder_loss(vae: torch.nn.Module, x: torch.Tensor, gen: torch.Generator, ed
         z = vae.encode(x).latent_dist.sample(generator=gen)
         if aug_p > 0:
             z = overshoot_latents(z, gen, aug_p, contrast, noise)
-    x_hat = vae.decode(z).sample
+    return reconstruction_terms(vae.decode(z).sample, x, edge_weight)
+
+
+def reconstruction_terms(x_hat: torch.Tensor, x: torch.Tensor,
+                         edge_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """|x − x̂|₁ + λ_edge |∇x − ∇x̂|₁ (stage 1's reconstruction terms, which stages 3 and 4 keep) and its parts."""
     rec, edge = (x_hat - x).abs().mean(), image_gradient_l1(x_hat, x)
     return rec + edge_weight * edge, {"rec_l1": float(rec.detach()), "edge_l1": float(edge.detach())}
 
@@ -632,6 +636,8 @@ def train(name: str = NAME, cfg: TinySDTrainConfig | None = None, out_dir: Path 
     guided_record = None
     if cfg.guided_decoder_steps:
         parts["vae"].register_to_config(scaling_factor=pool["scaling_factor"])
+        from .guided_decoder import train_guided_decoder
+
         guided_record = train_guided_decoder(cfg, {**parts, **ema}, runs_dir, progress, budget)
         if guided_record is None:
             return {"name": name, "interrupted_at": {"stage": 4, "steps_this_run": stop_after}}
@@ -654,6 +660,8 @@ def train_stage4_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir:
     if not resume:
         for f in ("guided_pairs.pt", "guided_decoder.pt"):
             (runs_dir / f).unlink(missing_ok=True)
+    from .guided_decoder import train_guided_decoder
+
     pipe = load_pipeline(base)
     parts = dict(pipe.components)
     record = train_guided_decoder(cfg, parts, runs_dir, progress, [stop_after])
@@ -736,7 +744,7 @@ def write_tiny_sd_card(folder: Path, extra_sections: dict[str, str] | None = Non
     (the evaluation adds its figures to ``metrics.json`` and calls this again)."""
     training = read_json(folder / "training.json", {})
     config = read_json(folder / "config.json", {})
-    model = config.get("model", {})
+    model, tcfg = config.get("model", {}), config.get("train", {})
     summary = (
         "Our own tiny Stable Diffusion, trained from scratch on this CPU: a KL autoencoder "
         f"(64×64×3 ↔ {model.get('image_size', 64) // 4}×{model.get('image_size', 64) // 4}×"
@@ -761,7 +769,8 @@ def write_tiny_sd_card(folder: Path, extra_sections: dict[str, str] | None = Non
            "scenes that stage 1 never saw, the encoder frozen." if training.get("decoder_steps") else "")
         + (f" Decoder on guided latents (stage 4, `playground/latent/guided_decoder.py`): "
            f"{training['guided_pairs']} fresh training scenes, each noised (SDEdit) and denoised by the shipped U-Net "
-           "with its caption (25 DPM-Solver++ steps, strength 0.5-0.8, guidance 3-10), paired with the scene; "
+           f"with its caption ({tcfg.get('guided_sampler_steps', '?')} DPM-Solver++ steps, strength "
+           f"{_span(tcfg.get('guided_strengths'))}, guidance {_span(tcfg.get('guided_scales'))}), paired with the scene; "
            f"{training['guided_decoder_steps']} steps of batch {training.get('vae_batch', '?')}, half these pairs, "
            "half the frozen encoder's latents of fresh scenes." if training.get("guided_decoder_steps") else "")
     )
@@ -868,6 +877,11 @@ SIZING_NOTE = ("Chosen so that one 64×64 image (25 DPM-Solver++ steps, classifi
                "threads (U-Net + text-encoder step at batch 32 ≈ 0.65 s on a quiet machine, autoencoder step at "
                "batch 16 ≈ 0.5 s): 30,000 U-Net steps took 6.3 h of training time (the 7,000 after each restart: 85 min); "
                "the decoder fine-tune runs at ≈ 3.8 steps/s.")
+
+
+def _span(values: Any) -> str:
+    """``"lo-hi"`` of a list of numbers (``"?"`` when absent)."""
+    return f"{min(values):g}-{max(values):g}" if values else "?"
 
 
 def _pipeline_files(folder: Path) -> str:
