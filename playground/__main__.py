@@ -50,8 +50,11 @@ def _evaluate(name: str, ckpt: Path) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoints) if args.checkpoints else get_settings().checkpoints_dir
     names = ALL_TRAINABLE if args.model == "all" else (args.model,)
-    if args.stage4_from and args.model not in LATENT_MODELS:
-        print("--stage4-from is a stage of tiny_sd only", file=sys.stderr)
+    if (args.stage4_from or args.continue_from) and args.model not in LATENT_MODELS:
+        print("--stage4-from and --continue-from are for tiny_sd only", file=sys.stderr)
+        return 2
+    if args.stage4_from and args.continue_from:
+        print("give --stage4-from or --continue-from, not both", file=sys.stderr)
         return 2
     if args.model in LATENT_MODELS:
         return _train_latent(args, ckpt)
@@ -111,6 +114,11 @@ def _train_latent(args: argparse.Namespace, ckpt: Path) -> int:
 
         record = train_stage4_from(Path(args.stage4_from), latent_preset(args.model, **overrides),
                                    out_dir=ckpt / args.model, resume=not args.no_resume)
+    elif args.continue_from:
+        from .latent.train import train_continue_from
+
+        record = train_continue_from(Path(args.continue_from), latent_preset(args.model, **overrides),
+                                     out_dir=ckpt / args.model, resume=not args.no_resume)
     else:
         record = latent_train(args.model, latent_preset(args.model, **overrides), out_dir=ckpt / args.model,
                               resume=not args.no_resume)
@@ -196,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--stage4-from", metavar="DIR",
                    help="tiny_sd only: run stage 4 (the decoder on the guided U-Net's latents) alone, on the pipeline "
                         "folder DIR as stages 1-3 left it, instead of replaying every stage")
+    t.add_argument("--continue-from", metavar="DIR",
+                   help="tiny_sd only: continue stage 2 from the pipeline folder DIR as stages 1-3 left it (at a step "
+                        "where the preset restarts from the EMA weights), then run stage 4")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="write a grid of prior samples to a PNG")

@@ -49,6 +49,7 @@ channels trains at half the speed (1.1 CPU-s per step) for flat-coloured shapes 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -251,6 +252,10 @@ def save_pipeline(pipe: Any, folder: Path) -> None:
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
         _check_sizes(tmp)
+        for config in tmp.rglob("config.json"):      # where the weights were loaded from: not part of the model
+            data = json.loads(config.read_text())
+            if data.pop("_name_or_path", None) is not None:
+                config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         for item in sorted(tmp.iterdir()):
             target = folder / item.name
             if target.is_dir():

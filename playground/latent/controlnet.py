@@ -140,6 +140,16 @@ def embedding_channels(vae_scale_factor: int) -> tuple[int, ...]:
     return tuple(16 * 2 ** i for i in range(n + 1))
 
 
+def base_weights_hash(pipe: Any) -> str:
+    """The identity of what a ControlNet is trained against: the base's U-Net, text encoder and the encoder side of
+    its autoencoder (the latents come from it), not the decoder, which tiny_sd's stages 3-4 fine-tune without
+    moving the latent space."""
+    from .evaluate import weights_hash
+    from .train import DECODER_PARTS
+
+    return weights_hash(pipe, skip=tuple(f"vae.{p}" for p in DECODER_PARTS))
+
+
 def make_controlnet(unet: Any, vae_scale_factor: int = 4) -> Any:
     """The ControlNet of ``unet``: ``ControlNetModel.from_unet`` copies its configuration and the weights of
     ``conv_in``, the time embedding, the down blocks and the middle block (the trainable copy Θ_c of paper
@@ -259,13 +269,11 @@ class ControlNetService(HubFallback, Service):
         the ones served (``base_weights`` in its ``training.json``): it still runs, but follows edges worse."""
         import json
 
-        from .evaluate import weights_hash
-
         try:
             trained_on = json.loads((self.folder / "training.json").read_text()).get("base_weights")
         except (OSError, ValueError):
             return
-        if trained_on and trained_on != weights_hash(base.pipe):
+        if trained_on and trained_on != base_weights_hash(base.pipe):
             with self._note_lock:
                 self.model_note = (self.model_note + " The ControlNet was trained on another version of tiny_sd "
                                    "than the one served; it may follow the edges poorly. Retrain it: "

@@ -50,7 +50,7 @@ from ..core.checkpoint import read_json, write_history, write_json
 from ..core.modelcard import write_card
 from ..core.settings import get_settings
 from .components import count_params, load_pipeline, save_pipeline, train_scheduler_like, training_target
-from .controlnet import NAME, canny_array, control_tensor, make_controlnet
+from .controlnet import NAME, base_weights_hash, canny_array, control_tensor, make_controlnet
 from .finetune import FinetuneConfig, encode_scaled, finetune, scene_images
 from .train import drop_captions
 
@@ -239,8 +239,6 @@ def save_controlnet(controlnet: Any, folder: Path) -> None:
 
 def _finish(cfg: ControlNetTrainConfig, out: dict[str, Any], base: Path, out_dir: Path, pipe: Any,
             preset_name: str, seconds: float) -> dict[str, Any]:
-    from .evaluate import weights_hash
-
     ema = out["ema"]["controlnet"]
     save_controlnet(ema, out_dir)
     history = out["history"]
@@ -254,7 +252,7 @@ def _finish(cfg: ControlNetTrainConfig, out: dict[str, Any], base: Path, out_dir
         "val_loss_control": monitored[-1]["val_loss_control"] if monitored else None,
         "val_loss_plain": monitored[-1]["val_loss_plain"] if monitored else None,
         "caption_dropout": cfg.caption_dropout, "params_controlnet": count_params(ema),
-        "base": base.name, "base_weights": weights_hash(pipe),
+        "base": base.name, "base_weights": base_weights_hash(pipe),
     }
     ft = asdict(cfg.train)
     write_json(out_dir / "train_config.json", {**{k: v for k, v in asdict(cfg).items() if k != "train"},

@@ -121,15 +121,18 @@ def scene_for_prompt(prompt: str, seed: int = 0) -> S.SceneSpec:
 
 # ----------------------------------------------------------------------------- pipeline plumbing
 
-def weights_hash(pipe: Any) -> str:
+def weights_hash(pipe: Any, skip: tuple[str, ...] = ()) -> str:
     """SHA-256 (16 hex digits) of every weight of the U-Net, text encoder and autoencoder, and of
-    the noise schedule: the identity of a model for the cache."""
+    the noise schedule: the identity of a model for the cache. Weights named ``module.key`` that start
+    with one of ``skip`` are left out."""
     h = hashlib.sha256()
     for name in ("unet", "text_encoder", "vae"):
         module = getattr(pipe, name, None)
         if module is None:
             continue
         for key, t in sorted(module.state_dict().items()):
+            if f"{name}.{key}".startswith(skip):
+                continue
             t = t.detach().cpu().contiguous()
             h.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

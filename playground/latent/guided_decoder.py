@@ -96,11 +96,21 @@ def pair_chunk(cfg: Any, pipe: Any, chunk: int) -> tuple[torch.Tensor, torch.Ten
     return z, (batch.images * 255).round().to(torch.uint8)
 
 
+def pair_key(parts: dict[str, Any]) -> float:
+    """A cheap identity of what the pairs depend on: the U-Net, the text encoder and the encoder."""
+    with torch.no_grad():
+        return float(sum(p.double().abs().sum() for m in (parts["unet"], parts["text_encoder"], parts["vae"].encoder)
+                         for p in m.parameters()))
+
+
 def build_guided_pairs(cfg: Any, parts: dict[str, Any], path: Path, progress: bool = True) -> dict[str, Any]:
     """All ``cfg.guided_pairs`` pairs (rounded up to whole chunks), resuming from ``path``; returns
     ``{"latents", "images", "seconds"}``."""
     chunks = math.ceil(cfg.guided_pairs / cfg.guided_pair_batch)
-    st = load_resume(path) or {"latents": [], "images": [], "seconds": 0.0}
+    key = pair_key(parts)
+    st = load_resume(path)
+    if st is None or st.get("key") != key:            # none yet, or made by other weights: start over
+        st = {"latents": [], "images": [], "seconds": 0.0, "key": key}
     pipe = img2img_pipeline(parts) if len(st["latents"]) < chunks else None
     bar = tqdm(total=chunks, initial=len(st["latents"]), desc="tiny_sd 4/4 guided latents", disable=not progress,
                dynamic_ncols=True)
@@ -149,6 +159,9 @@ def train_guided_decoder(cfg: Any, parts: dict[str, Any], runs_dir: Path, progre
     for module in ("unet", "text_encoder"):
         parts[module].requires_grad_(False).eval()
     vae.eval()
+    cached = load_resume(runs_dir / "guided_pairs.pt")
+    if cached is not None and cached.get("key") != pair_key(parts):   # another U-Net's pairs: its decoder too
+        (runs_dir / "guided_decoder.pt").unlink(missing_ok=True)
     pairs = build_guided_pairs(cfg, parts, runs_dir / "guided_pairs.pt", progress)
     params = [p for n, p in vae.named_parameters() if n.startswith(DECODER_PARTS)]
     opt = torch.optim.AdamW(params, lr=cfg.guided_lr)

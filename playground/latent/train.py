@@ -102,6 +102,7 @@ class TinySDTrainConfig:
     v_warmup: int = 200               # the v phase's own warm-up, then cosine to unet_steps
     v_restarts: tuple[int, ...] = ()  # warm restarts (SGDR) of the v phase's learning rate at these steps
     restart_peak: float = 0.5         # a restart's peak, as a fraction of unet_lr
+    ema_reloads: tuple[int, ...] = () # at these steps the online weights restart from the EMA's, AdamW's moments reset
     monitor_items: int = 256          # pool latents for the EMA's fixed-noise loss
     # stage 3: the decoder alone, fine-tuned on fresh scenes with the encoder frozen (as Stability's
     # sd-vae-ft-mse): the latent space, and so the U-Net trained on it, stays valid
@@ -139,6 +140,7 @@ class TinySDTrainConfig:
         assert list(self.v_restarts) == sorted(set(self.v_restarts)), "v_restarts must be increasing"
         assert all(self.eps_steps < r < self.unet_steps for r in self.v_restarts)
         assert self.min_lr_factor <= self.restart_peak <= 1.0
+        assert all(0 < r < self.unet_steps for r in self.ema_reloads)
         assert min(self.vae_batch, self.unet_batch, self.pool_size, self.log_every, self.save_every) >= 1
         assert self.pool_size >= self.unet_batch, "the latent pool must hold at least one batch"
 
@@ -151,12 +153,16 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # Then warm restarts at 16,000 and 23,000 (peak lr halved): each time the EMA's fixed-noise loss was still
     # falling at the floor. Then the decoder alone: stage 1's decoder shifted hues by up to 11 degrees on average,
     # so that even real scenes passed through the autoencoder read only 80% colour-right.
-    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=30_000, sd_schedule_steps=5000,
-                                 eps_steps=8500, eps_lr_steps=20_000, v_restarts=(16_000, 23_000),
-                                 unet_max_minutes=500.0, decoder_steps=2000, guided_decoder_steps=2000,
-                                 notes="25 min autoencoder + 6.3 h U-Net/text encoder on 2 CPU threads (8,500 ε-prediction "
+    # A third restart at 30,000 starts the online weights from the EMA's with fresh AdamW moments (the
+    # online weights and moments of step 30,000 were not kept, so this is what `--continue-from` can replay
+    # exactly from the shipped pipeline, and what the full replay does too).
+    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=37_000, sd_schedule_steps=5000,
+                                 eps_steps=8500, eps_lr_steps=20_000, v_restarts=(16_000, 23_000, 30_000),
+                                 ema_reloads=(30_000,),
+                                 unet_max_minutes=600.0, decoder_steps=2000, guided_decoder_steps=2000,
+                                 notes="25 min autoencoder + 7.6 h U-Net/text encoder on 2 CPU threads (8,500 ε-prediction "
                                        "steps, 5,000 on SD's schedule, then 7,500 v-prediction, then 7,000 more "
-                                       "after each of two warm restarts)"),
+                                       "after each of three warm restarts, the third from the EMA weights)"),
     "test": TinySDTrainConfig(get_config("test"), vae_steps=3, vae_batch=4, vae_warmup=1, pool_size=16,
                               val_items=4, encode_batch=8, unet_steps=4, unet_batch=4, unet_warmup=1,
                               sd_schedule_steps=1, eps_steps=2, v_warmup=1,
@@ -453,6 +459,15 @@ def fixed_noise_loss(unet: torch.nn.Module, text_encoder: torch.nn.Module, sched
     return total / n
 
 
+@torch.no_grad()
+def restart_from_ema(unet: torch.nn.Module, te: torch.nn.Module, ema: dict, opt: torch.optim.Optimizer) -> None:
+    """Start the online weights again from the EMA's (Polyak averaging's estimate, the weights we ship) and
+    forget AdamW's moments, so the next warm restart begins from the averaged point (cf. SWA, Izmailov et al. 2018).
+    Idempotent until the next optimisation step."""
+    unet.load_state_dict(ema["unet"].state_dict()), te.load_state_dict(ema["text_encoder"].state_dict())
+    opt.state.clear()
+
+
 def train_unet(cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dict, runs_dir: Path, progress: bool,
                budget: list[int | None]) -> dict | None:
     """Stage 2 (the U-Net and the text encoder jointly). Returns its record, or None when interrupted."""
@@ -482,6 +497,8 @@ def train_unet(cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dict, runs_
         if budget[0] is not None and budget[0] <= 0:
             bar.close()
             return None
+        if step in cfg.ema_reloads:
+            restart_from_ema(unet, te, ema, opt)
         t0 = time.perf_counter()
         unet.train(), te.train()
         gen = step_generator(cfg.seed, 2, step)
@@ -674,12 +691,81 @@ def train_stage4_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir:
     training["wall_minutes"] = round(float(training.get("wall_minutes", 0.0)) + record["pair_minutes"]
                                      + record["wall_minutes"], 1)
     write_history(out_dir / "history.csv", _history_rows(out_dir / "history.csv") + record["history"])
+    _write_records(out_dir, training, read_json(out_dir / "config.json", {}), cfg)
+    return training
+
+
+def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir: Path | None = None,
+                        resume: bool = True, progress: bool = True, stop_after: int | None = None,
+                        runs_dir: Path | None = None) -> dict:
+    """Stage 2 onwards from a pipeline folder ``base`` as stages 1-3 left it (``python -m playground train tiny_sd
+    --continue-from DIR``): its EMA U-Net and text encoder become the online and the EMA weights at the step its
+    ``training.json`` reached, with fresh AdamW moments — exactly what a replay does at a step in ``ema_reloads``,
+    so the result equals a full replay's. Then stage 2 runs on to ``unet_steps`` and stage 4 follows on the
+    new weights, from ``base``'s stage-3 decoder. Writes the pipeline into ``out_dir`` (default: the checkpoint)
+    with its ``training.json``, ``history.csv``, ``config.json`` and card."""
+    cfg = cfg or preset(NAME)
+    base = Path(base)
+    out_dir = Path(out_dir or get_settings().checkpoints_dir / NAME)
+    runs_dir = Path(runs_dir or out_dir.parent.parent / "runs" / NAME)
+    training = read_json(base / "training.json", {})
+    start = int(training["unet_steps"])
+    if start not in cfg.ema_reloads:
+        raise ValueError(f"{base} stopped stage 2 at step {start}; a continuation must start at one of the preset's "
+                         f"ema_reloads {cfg.ema_reloads}, where a replay also restarts from the EMA weights")
+    if not resume:
+        for f in ("latents.pt", "unet.pt", "guided_pairs.pt", "guided_decoder.pt"):
+            (runs_dir / f).unlink(missing_ok=True)
+    parts = dict(load_pipeline(base).components)
+    parts["unet"].requires_grad_(True), parts["text_encoder"].requires_grad_(True)
+    ema = {"unet": _frozen_copy(parts["unet"]), "text_encoder": _frozen_copy(parts["text_encoder"])}
+    base_rows = _history_rows(base / "history.csv")
+    path = runs_dir / "unet.pt"
+    if load_resume(path) is None:
+        params = list(parts["unet"].parameters()) + list(parts["text_encoder"].parameters())
+        save_resume(path, unet=parts["unet"].state_dict(), text_encoder=parts["text_encoder"].state_dict(),
+                    opt=torch.optim.AdamW(params, lr=cfg.unet_lr).state_dict(),
+                    ema_unet=ema["unet"].state_dict(), ema_text_encoder=ema["text_encoder"].state_dict(),
+                    step=start, elapsed=float(training["unet_wall_minutes"]) * 60,
+                    history=[r for r in base_rows if r["stage"] == 2])
+    t0 = time.perf_counter()
+    pool = build_latent_pool(cfg, parts, runs_dir)            # the encoder is stage 1's: stages 3-4 freeze it
+    pool_seconds = time.perf_counter() - t0
+    if abs(pool["scaling_factor"] - parts["vae"].config.scaling_factor) > 1e-3 * pool["scaling_factor"]:
+        raise ValueError(f"the pool's scaling factor {pool['scaling_factor']:.4f} differs from {base}'s "
+                         f"{parts['vae'].config.scaling_factor:.4f}: not the latent space the U-Net was trained on")
+    budget: list[int | None] = [stop_after]
+    unet_record = train_unet(cfg, parts, ema, pool, runs_dir, progress, budget)
+    if unet_record is None:
+        return {"name": NAME, "interrupted_at": {"stage": 2, "steps_this_run": stop_after}}
+    from .guided_decoder import train_guided_decoder
+
+    guided_record = train_guided_decoder(cfg, {**parts, **ema}, runs_dir, progress, budget)
+    if guided_record is None:
+        return {"name": NAME, "interrupted_at": {"stage": 4, "steps_this_run": stop_after}}
+    save_pipeline(assemble_pipeline({**parts, **ema}), out_dir)
+    shutil.copytree(base / "tokenizer", out_dir / "tokenizer", dirs_exist_ok=True)   # not trained: base's files
+    rows = ([r for r in base_rows if r["stage"] == 1] + unet_record["history"]
+            + [r for r in base_rows if r["stage"] == 3] + guided_record["history"])
+    write_history(out_dir / "history.csv", rows)
+    last = unet_record["history"][-1]
+    training.update(unet_steps=unet_record["steps"], unet_wall_minutes=unet_record["wall_minutes"],
+                    final_loss=last.get("loss"), final_ema_fixed_loss=unet_record["final_ema_fixed_loss"],
+                    continued_from_step=start, continue_pool_minutes=round(pool_seconds / 60, 2),
+                    torch_threads=torch.get_num_threads(), **_guided_fields(guided_record))
+    training["wall_minutes"] = round(sum(float(training.get(k, 0.0)) for k in (
+        "vae_wall_minutes", "pool_minutes", "unet_wall_minutes", "decoder_wall_minutes", "guided_pair_minutes",
+        "guided_decoder_wall_minutes")), 1)
+    _write_records(out_dir, training, read_json(base / "config.json", {}), cfg)
+    return training
+
+
+def _write_records(out_dir: Path, training: dict, config: dict, cfg: TinySDTrainConfig) -> None:
+    """``training.json``, ``config.json`` (``config`` with ``cfg`` as its training part) and the card."""
     write_json(out_dir / "training.json", training)
-    config = read_json(out_dir / "config.json", {})
     config["train"] = {k: v for k, v in asdict(cfg).items() if k != "model"}
     write_json(out_dir / "config.json", config)
     write_tiny_sd_card(out_dir)
-    return training
 
 
 def _history_rows(path: Path) -> list[dict]:
@@ -781,7 +867,7 @@ def write_tiny_sd_card(folder: Path, extra_sections: dict[str, str] | None = Non
                       command=COMMAND, data=data, extra_sections=sections, raw_metrics=False)
 
 
-HISTORY_NOTE = """Stage 2 ran in five phases; the preset replays all five, so one command reproduces them.
+HISTORY_NOTE = """Stage 2 ran in six phases; the preset replays all six, so one command reproduces them.
 
 | steps | predicts | β schedule | learning rate | why it changed |
 | --- | --- | --- | --- | --- |
@@ -790,12 +876,13 @@ HISTORY_NOTE = """Stage 2 ran in five phases; the preset replays all five, so on
 | 8,501-16,000 | v = √ᾱ_t ε − √(1−ᾱ_t) z_0 | linear | warm-up 200, cosine to 10% at 16,000; EMA warm-up restarted | the v error is the ε error divided by ᾱ_t, so high noise — where colour, place and background are decided — counts |
 | 16,001-23,000 | v | linear | warm restart (SGDR): warm-up 200 to half the peak (2·10⁻⁴), cosine to the same floor at 23,000; EMA kept | at 16,000 the EMA's fixed-noise loss was still falling (0.1375 → 0.1369 over the last 500 steps, at the floor learning rate) and colour at guidance 7.5 was 46-54% |
 | 23,001-30,000 | v | linear | a second warm restart, the same as the first, ending at 30,000 | at 23,000 the fixed-noise loss was still falling (0.1283, from 0.1369) and colour was 55-62% |
+| 30,001-37,000 | v | linear | a third warm restart, the same, ending at 37,000; it starts the online weights from the EMA's with fresh AdamW moments (`ema_reloads`) | at 30,000 the fixed-noise loss was still falling (0.1224, from 0.1283) and colour was 72% (82-84% with the later decoders) |
 
 One deviation from a replay: steps 8,501-9,900 ran with the v phase's cosine planned to end at 13,500; the plan
 was lengthened to 16,000 at step 9,900 (after 1,250 v steps had lifted held-out colour from 19% to 50%), so
 those 1,400 steps had a learning rate up to 8% lower than a replay gives them.
 
-Each restart's 7,000 steps took 85 min. At guidance 7.5, read by the current scene checker (the cached
+The first two restarts' 7,000 steps took 85 min each, the third's 79 min. At guidance 7.5, read by the current scene checker (the cached
 images of steps 16,000 and 23,000 re-read after the checker's fix of 2026-11-25):
 
 | step | fixed-noise loss | unseen: colour / relation / all | held-out pairs: colour / place / relation / all |
@@ -804,7 +891,8 @@ images of steps 16,000 and 23,000 re-read after the checker's fix of 2026-11-25)
 | 23,000 | 0.1283 | 55.0 / 76.7 / 37.0 % | 61.5 / 98.3 / 67.8 / 48.0 % |
 | 30,000 | 0.1224 | 72.0 / 92.0 / 56.5 % | 65.5 / 100 / 79.3 / 54.0 % |
 | 30,000, stage-3 decoder | 0.1224 | 82.0 / 92.6 / 67.0 % | 75.0 / 100 / 82.8 / 59.5 % |
-| 30,000, stage-4 decoder (shipped) | 0.1224 | 83.5 / 93.9 / 68.0 % | 79.5 / 100 / 82.8 / 62.5 % |
+| 30,000, stage-4 decoder | 0.1224 | 83.5 / 93.9 / 68.0 % | 79.5 / 100 / 82.8 / 62.5 % |
+| 37,000, its own stage-4 decoder (shipped) | 0.1190 | 85.5 / 95.1 / 74.5 % | 76.5 / 100 / 85.1 / 65.5 % |
 
 Stage 3 fine-tunes the decoder alone (2,000 steps at batch 16, warm-up 50 and cosine from 2·10⁻⁴, stage 1's
 L1 + edge loss, 8.8 min), the encoder frozen as in Stability's sd-vae-ft-mse, so the latent space and the U-Net
@@ -851,16 +939,24 @@ seeds 10,000 + i, not the evaluation's), read by the same checker:
 | stage 4 | val PSNR | colour at 7.5 (unseen / held-out) | all at 7.5 | colour at 3 | all at 3 |
 | --- | --- | --- | --- | --- | --- |
 | none (stage 3's decoder) | 29.6 dB | 75.5 / 76.0 % | 57.5 / 67.0 % | 80.5 / 82.5 % | 68.5 / 72.0 % |
-| **pairs at strength 0.5-0.8, colour term 2 (shipped)** | 28.2 dB | 79.0 / 81.5 % | 62.5 / 73.5 % | 81.0 / 82.0 % | 67.0 / 72.5 % |
+| **pairs at strength 0.5-0.8, colour term 2 (adopted)** | 28.2 dB | 79.0 / 81.5 % | 62.5 / 73.5 % | 81.0 / 82.0 % | 67.0 / 72.5 % |
 | the same pairs, no colour term | 27.7 dB | 79.5 / 81.5 % | 61.5 / 71.5 % | 79.5 / 83.0 % | 65.0 / 72.5 % |
 | pairs at strength 0.6-0.9, colour term 2 | 27.4 dB | 78.0 / 81.5 % | 59.0 / 69.0 % | 81.0 / 82.5 % | 64.5 / 72.0 % |
 
-On the evaluation's prompts (the tables below) stage 4 took colour at guidance 7.5 from 82.0 / 75.0% to
+On the evaluation's prompts, at step 30,000, stage 4 took colour at guidance 7.5 from 82.0 / 75.0% to
 83.5 / 79.5% and every attribute right from 67.0 / 59.5% to 68.0 / 62.5% (unseen / held-out); at guidance 3
 colour went 85.0 / 81.5% → 86.5 / 81.5%. The autoencoder's own ceiling fell on the unseen captions (colour
 89.0 → 86.0%, PSNR 29.6 → 28.2 dB): the decoder now serves the U-Net's latents before the encoder's. The
 pairs do the work; the colour term adds a little to shape and "all" and costs less PSNR. Still 7-12 objects in
 200 prompts take the other object's colour: that is the U-Net's binding, which no decoder can fix.
+
+**Step 37,000** (2026-12-07): a third warm restart, 7,000 steps (79 min), the online weights restarted from the
+step-30,000 EMA weights with fresh AdamW moments (the online weights of step 30,000 had not been kept; the preset's
+`ema_reloads` makes a full replay do the same), then stage 4 again on the new U-Net (5.7 min of pairs, 7.8 min
+of training), from stage 3's decoder. The fixed-noise loss fell 0.1224 → 0.1190. At guidance 7.5 (unseen /
+held-out): colour 83.5 → 85.5 / 79.5 → 76.5%, shape 91.5 → 91.5 / 85.0 → 89.0%, relation 93.9 → 95.1 /
+82.8 → 85.1%, every attribute right 68.0 → 74.5 / 62.5 → 65.5%; at guidance 3 colour 86.5 → 89.0 / 81.5 → 86.0%
+and every attribute 70.5 → 75.5 / 66.5 → 71.0%.
 
 The shipped scheduler config says `prediction_type: v_prediction`, so every diffusers scheduler and
 pipeline reads the U-Net's output correctly (as for Stable Diffusion 2.x)."""
@@ -869,13 +965,15 @@ RESUME_NOTE = ("This model's resume state is `runs/tiny_sd/vae.pt` (stage 1), `r
                "scene pool, rebuilt when the autoencoder changes), `runs/tiny_sd/unet.pt` (stage 2) and "
                "`runs/tiny_sd/decoder.pt` (stage 3), saved every 50 steps; `runs/tiny_sd/guided_pairs.pt` (stage 4's "
                "pairs, saved every 25) and `runs/tiny_sd/guided_decoder.pt` (stage 4); `--no-resume` starts over. "
-               "Stage 4 alone, on the stage-3 pipeline of commit 9cacd2a: `git worktree add /tmp/stage3 9cacd2a && "
-               "python -m playground train tiny_sd --stage4-from /tmp/stage3/checkpoints/tiny_sd`.")
+               "Steps 30,001-37,000 and stage 4, from the step-30,000 stage-3 pipeline of commit 9cacd2a (its EMA "
+               "weights, as the replay's `ema_reloads` also restarts from them): `git worktree add /tmp/stage3 9cacd2a "
+               "&& python -m playground train tiny_sd --continue-from /tmp/stage3/checkpoints/tiny_sd`. "
+               "`--stage4-from DIR` runs stage 4 alone on a pipeline folder.")
 SIZING_NOTE = ("Chosen so that one 64×64 image (25 DPM-Solver++ steps, classifier-free guidance as one batch of 2) "
                "takes ≈ 0.65 CPU-seconds on one thread of this machine, every weight file stays under 10 MB "
                "(the U-Net is 2.2 M parameters = 8.8 MB in float32) and a training step stays cheap on two CPU "
                "threads (U-Net + text-encoder step at batch 32 ≈ 0.65 s on a quiet machine, autoencoder step at "
-               "batch 16 ≈ 0.5 s): 30,000 U-Net steps took 6.3 h of training time (the 7,000 after each restart: 85 min); "
+               "batch 16 ≈ 0.5 s): 37,000 U-Net steps took 7.6 h of training time (the 7,000 after each restart: 79-85 min); "
                "the decoder fine-tune runs at ≈ 3.8 steps/s.")
 
 

@@ -18,7 +18,7 @@ from playground.core.registry import ModelRegistry
 from playground.core.settings import Settings
 from playground.data import scenes
 from playground.latent.components import load_pipeline, random_pipeline
-from playground.latent.controlnet import (ControlNetService, canny_array, canny_edges, check_thresholds,
+from playground.latent.controlnet import (ControlNetService, base_weights_hash, canny_array, canny_edges, check_thresholds,
                                           control_tensor, make_controlnet, zero_convolutions)
 from playground.latent.controlnet_evaluate import edge_f1, evaluate_and_card, load_pipelines, speed_figures
 from playground.latent.service import Txt2ImgService
@@ -237,6 +237,18 @@ def test_a_controlnet_trained_on_other_base_weights_is_flagged(ckpt, tmp_path):
     s = ControlNetService(Txt2ImgService(Settings(checkpoints_dir=tmp_path), registry=ModelRegistry()))
     r = s.controlnet(scene(0)[0], "a red circle", steps=STEPS, compare=False)
     assert any("another version of tiny_sd" in n for n in r["notices"])
+
+
+def test_the_base_identity_ignores_the_decoder_but_not_the_unet_or_encoder(ckpt):
+    pipe = load_pipeline(ckpt / "tiny_sd")
+    before = base_weights_hash(pipe)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_out.bias.add_(0.1)                  # what tiny_sd's stages 3-4 fine-tune
+        assert base_weights_hash(pipe) == before
+        pipe.vae.encoder.conv_in.bias.add_(0.1)                   # another latent space
+        after_encoder = base_weights_hash(pipe)
+        pipe.unet.conv_in.bias.add_(0.1)
+    assert len({before, after_encoder, base_weights_hash(pipe)}) == 3
 
 
 def test_hub_path_with_local_folders(ckpt, tmp_path):

@@ -1,6 +1,7 @@
 """Our tiny Stable Diffusion's parts: tokenizer, text encoder, pipeline files (the "test" preset, fast)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def test_random_pipeline_and_load_pipeline(tmp_path: Path) -> None:
     assert (folder / "model_index.json").exists()
     pipe = load_pipeline(folder)
     assert pipe.unet.training is False and _image(pipe, "a small green square").shape == (1, 64, 64, 3)
+    save_pipeline(pipe, tmp_path / "again")                     # a loaded pipeline saved again: no trace of where
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "again").rglob("config.json")]   # it was loaded from
+    assert len(configs) == 3 and not any("_name_or_path" in c for c in configs)
 
 
 def test_save_refuses_big_files_and_keeps_the_old_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from playground.latent.components import build_train_scheduler, load_pipeline, training_target
-from playground.latent.guided_decoder import _chunk_setting, colour_l1, gaussian_blur, img2img_pipeline, pair_chunk
+from playground.latent.guided_decoder import _chunk_setting, build_guided_pairs, colour_l1, gaussian_blur, img2img_pipeline, pair_chunk
 from playground.latent.train import (DECODER_PARTS, drop_captions, lr_factor, overshoot_latents, preset, stage2_lr_factor,
-                                     stage2_phase, step_generator, train, train_stage4_from)
+                                     stage2_phase, step_generator, train, train_continue_from,
+                                     train_stage4_from)
 
 torch.set_num_threads(1)
 
@@ -123,9 +124,9 @@ def test_warm_restart_keeps_the_earlier_cosine_and_starts_a_lower_one() -> None:
     """SGDR restarts: the v cosine before a restart is exactly the one planned without it (its end moved to
     the restart), the restart warms up again to ``restart_peak`` and decays to the same floor."""
     cfg = preset("tiny_sd", unet_steps=3000, eps_steps=1000, sd_schedule_steps=0, v_restarts=(2000,),
-                 restart_peak=0.5, v_warmup=100, min_lr_factor=0.1)
+                 restart_peak=0.5, v_warmup=100, min_lr_factor=0.1, ema_reloads=())
     before = preset("tiny_sd", unet_steps=2000, eps_steps=1000, sd_schedule_steps=0, v_restarts=(),
-                    v_warmup=100, min_lr_factor=0.1)
+                    v_warmup=100, min_lr_factor=0.1, ema_reloads=())
     for step in (1000, 1099, 1500, 1999):
         assert stage2_lr_factor(cfg, step) == pytest.approx(stage2_lr_factor(before, step))
     assert stage2_lr_factor(cfg, 1999) == pytest.approx(0.1, abs=1e-4)
@@ -180,6 +181,27 @@ def test_stage4_alone_from_a_saved_pipeline_changes_only_the_decoder(trained: tu
     assert again["guided_decoder_val_psnr_db"] == pytest.approx(record["guided_decoder_val_psnr_db"])  # resumed: done
 
 
+def test_continuing_from_a_saved_pipeline_equals_a_replay_that_restarts_from_the_ema(trained: tuple[Path, dict],
+                                                                                      tmp_path: Path) -> None:
+    root, _ = trained
+    longer = preset("test", unet_steps=6, v_restarts=(4,), ema_reloads=(4,))   # steps 1-4 as the base ran them
+    replay = train("tiny_sd", longer, out_dir=tmp_path / "replay" / "tiny_sd", runs_dir=tmp_path / "runs_replay",
+                   progress=False)
+    record = train_continue_from(root / "checkpoints" / "tiny_sd", longer, out_dir=tmp_path / "cont" / "tiny_sd",
+                                 runs_dir=tmp_path / "runs_cont", progress=False)
+    assert record["unet_steps"] == replay["unet_steps"] == 6 and record["continued_from_step"] == 4
+    a, b = _weights(tmp_path / "replay" / "tiny_sd"), _weights(tmp_path / "cont" / "tiny_sd")
+    for k in a:
+        if k.startswith(("unet/", "text_encoder/")):
+            assert torch.equal(a[k], b[k]), k
+    assert any(not torch.equal(a[k], _weights(root / "checkpoints" / "tiny_sd")[k]) for k in a if k.startswith("unet/"))
+    rows = (tmp_path / "cont" / "tiny_sd" / "history.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[1]) for r in rows if r.startswith("2,")] == list(range(1, 7))
+    with pytest.raises(ValueError, match="ema_reloads"):
+        train_continue_from(root / "checkpoints" / "tiny_sd", preset("test", unet_steps=6), out_dir=tmp_path / "x",
+                            runs_dir=tmp_path / "runs_x", progress=False)
+
+
 def test_guided_pairs_are_deterministic_and_cover_every_strength_and_scale(trained: tuple[Path, dict]) -> None:
     root, _ = trained
     cfg = preset("test")
@@ -191,6 +213,21 @@ def test_guided_pairs_are_deterministic_and_cover_every_strength_and_scale(train
     assert not torch.equal(pair_chunk(cfg, pipe, 4)[1], x1)
     combos = {_chunk_setting(cfg, k) for k in range(len(cfg.guided_strengths) * len(cfg.guided_scales))}
     assert combos == {(s, g) for s in cfg.guided_strengths for g in cfg.guided_scales}
+
+
+def test_guided_pairs_made_by_other_weights_are_rebuilt(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = trained
+    cfg = preset("test")
+    parts = dict(load_pipeline(root / "checkpoints" / "tiny_sd").components)
+    path = tmp_path / "guided_pairs.pt"
+    first = build_guided_pairs(cfg, parts, path, progress=False)
+    cached = build_guided_pairs(cfg, parts, path, progress=False)
+    assert torch.equal(first["latents"], cached["latents"]) and cached["seconds"] == first["seconds"]
+    with torch.no_grad():
+        parts["unet"].conv_in.weight.add_(0.5)                                     # another U-Net
+    rebuilt = build_guided_pairs(cfg, parts, path, progress=False)
+    assert not torch.equal(rebuilt["latents"], first["latents"])
+    assert torch.equal(rebuilt["images"], first["images"])                          # the same scenes
 
 
 def test_colour_term_weighs_region_colour_not_pixel_noise() -> None:
