@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..core.training import load_resume, optimise, save_resume
 from ..data import scenes
 from .train import (DECODER_PARTS, _autoencoder_stage, _val_reconstruction, decoder_state, lr_factor,
-                    reconstruction_terms, scene_batch, step_generator, to_model_range)
+                    reconstruction_terms, scene_batch, step_generator, to_model_range, weights_fingerprint)
 
 STAGE = 4
 
@@ -98,9 +98,7 @@ def pair_chunk(cfg: Any, pipe: Any, chunk: int) -> tuple[torch.Tensor, torch.Ten
 
 def pair_key(parts: dict[str, Any]) -> float:
     """A cheap identity of what the pairs depend on: the U-Net, the text encoder and the encoder."""
-    with torch.no_grad():
-        return float(sum(p.double().abs().sum() for m in (parts["unet"], parts["text_encoder"], parts["vae"].encoder)
-                         for p in m.parameters()))
+    return weights_fingerprint(parts["unet"], parts["text_encoder"], parts["vae"].encoder)
 
 
 def build_guided_pairs(cfg: Any, parts: dict[str, Any], path: Path, progress: bool = True) -> dict[str, Any]:

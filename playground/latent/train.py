@@ -336,10 +336,10 @@ def _log_row(stage: int, step: int, window: list[dict[str, float]], opt: torch.o
 
 # ----------------------------------------------------------------------------- the latent pool
 
-def _vae_fingerprint(vae: torch.nn.Module) -> float:
-    """A cheap identity of the autoencoder's weights (the latent cache is only valid for them)."""
+def weights_fingerprint(*modules: torch.nn.Module) -> float:
+    """A cheap identity of the modules' weights (a cache made from them is only valid for them)."""
     with torch.no_grad():
-        return float(sum(p.double().abs().sum() for p in vae.parameters()))
+        return float(sum(p.double().abs().sum() for m in modules for p in m.parameters()))
 
 
 def _pool_chunk_seed(seed: int, chunk: int) -> int:
@@ -363,7 +363,7 @@ def build_latent_pool(cfg: TinySDTrainConfig, parts: dict, runs_dir: Path) -> di
     vae, tokenizer = parts["vae"], parts["tokenizer"]
     path = runs_dir / "latents.pt"
     key = {"pool_size": cfg.pool_size, "seed": cfg.seed, "image_size": cfg.model.image_size,
-           "vae": _vae_fingerprint(vae)}
+           "vae": weights_fingerprint(vae)}
     cached = load_resume(path)
     if cached is not None and cached["key"] == key:
         return cached
