@@ -103,11 +103,12 @@ def pair_key(parts: dict[str, Any]) -> float:
 
 def build_guided_pairs(cfg: Any, parts: dict[str, Any], path: Path, progress: bool = True) -> dict[str, Any]:
     """All ``cfg.guided_pairs`` pairs (rounded up to whole chunks), resuming from ``path``; returns
-    ``{"latents", "images", "seconds"}``."""
+    ``{"latents", "images", "seconds", "stale"}``, ``stale`` when ``path`` held pairs of other weights (discarded)."""
     chunks = math.ceil(cfg.guided_pairs / cfg.guided_pair_batch)
     key = pair_key(parts)
     st = load_resume(path)
-    if st is None or st.get("key") != key:            # none yet, or made by other weights: start over
+    stale = st is not None and st.get("key") != key
+    if st is None or stale:                            # none yet, or made by other weights: start over
         st = {"latents": [], "images": [], "seconds": 0.0, "key": key}
     pipe = img2img_pipeline(parts) if len(st["latents"]) < chunks else None
     bar = tqdm(total=chunks, initial=len(st["latents"]), desc="tiny_sd 4/4 guided latents", disable=not progress,
@@ -121,7 +122,8 @@ def build_guided_pairs(cfg: Any, parts: dict[str, Any], path: Path, progress: bo
         save_resume(path, **st)
         bar.update(1)
     bar.close()
-    return {"latents": torch.cat(st["latents"]), "images": torch.cat(st["images"]), "seconds": st["seconds"]}
+    return {"latents": torch.cat(st["latents"]), "images": torch.cat(st["images"]), "seconds": st["seconds"],
+            "stale": stale}
 
 
 def guided_decoder_loss(vae: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, edge_weight: float,
@@ -157,10 +159,9 @@ def train_guided_decoder(cfg: Any, parts: dict[str, Any], runs_dir: Path, progre
     for module in ("unet", "text_encoder"):
         parts[module].requires_grad_(False).eval()
     vae.eval()
-    cached = load_resume(runs_dir / "guided_pairs.pt")
-    if cached is not None and cached.get("key") != pair_key(parts):   # another U-Net's pairs: its decoder too
-        (runs_dir / "guided_decoder.pt").unlink(missing_ok=True)
     pairs = build_guided_pairs(cfg, parts, runs_dir / "guided_pairs.pt", progress)
+    if pairs["stale"]:                                 # another U-Net's pairs were there: so is its decoder
+        (runs_dir / "guided_decoder.pt").unlink(missing_ok=True)
     params = [p for n, p in vae.named_parameters() if n.startswith(DECODER_PARTS)]
     opt = torch.optim.AdamW(params, lr=cfg.guided_lr)
 
