@@ -15,6 +15,11 @@ import torch
 from PIL import Image, PngImagePlugin
 
 PARAMS_KEY = "playground"
+# RGB -> (Y, Cb, Cr), ITU-R BT.601 (full range, as JPEG): luma and the two chroma axes, one matrix for the
+# scene checker's colour contrast and the decoder's hue loss
+YCBCR_BT601: tuple[tuple[float, float, float], ...] = ((0.299, 0.587, 0.114),
+                                                       (-0.168736, -0.331264, 0.5),
+                                                       (0.5, -0.418688, -0.081312))
 
 
 def to_pil(x: torch.Tensor | np.ndarray) -> Image.Image:

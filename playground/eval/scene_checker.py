@@ -46,6 +46,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.optimize import minimize
 
+from ..core.images import YCBCR_BT601
 from ..data.scenes import BACKGROUNDS, COLOURS, PLACE_PHRASES, PLACES, RELATIONS, SHAPES, SIZES, UNIT, SceneSpec
 
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "place", "relation", "background", "count")
@@ -65,7 +66,7 @@ ONE_SHAPE_RESIDUAL = 0.15    # a region whose mask one shape fits this well is o
 PART_RESIDUAL = 0.2          # ...unless its two colours form two pieces that each fit a shape this well
 AMBIGUOUS = 1.5              # refine two shape fits whose residuals are within this factor
 REFINE_EVALS = 40            # Nelder-Mead evaluations per refined fit
-_YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCC = np.array(YCBCR_BT601)
 _GREYS = {name: rgb[0] / 255.0 for name, rgb in BACKGROUNDS.items()}
 _HUE_NAMES = list(COLOURS)
 _HUES = np.array([COLOURS[c] for c in _HUE_NAMES], dtype=np.float32)

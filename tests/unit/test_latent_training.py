@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from playground.latent.components import build_train_scheduler, load_pipeline, training_target
-from playground.latent.guided_decoder import _chunk_setting, build_guided_pairs, colour_l1, gaussian_blur, img2img_pipeline, pair_chunk
+from playground.latent.guided_decoder import (_chunk_setting, build_guided_pairs, colour_l1, gaussian_blur, hue_l1,
+                                             img2img_pipeline, pair_chunk)
 from playground.latent.train import (DECODER_PARTS, drop_captions, lr_factor, overshoot_latents, preset, stage2_lr_factor,
                                      stage2_phase, step_generator, train, train_continue_from,
                                      train_stage4_from)
@@ -28,7 +29,7 @@ def _run(root: Path, **kw) -> dict:
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     out = {}
     for f in sorted(folder.glob("*/*.safetensors")):
-        out.update({f"{f.parent.name}/{k}": v for k, v in load_file(str(f)).items()})
+        out.update({f"{f.parent.name}/{k}": v.clone() for k, v in load_file(str(f)).items()})   # not views of the file
     return out
 
 
@@ -176,9 +177,39 @@ def test_stage4_alone_from_a_saved_pipeline_changes_only_the_decoder(trained: tu
     stages = [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]]
     assert stages.count("4") == preset("test").guided_decoder_steps           # stage 4 redone, not appended twice
     assert set(stages) == {"1", "2", "3", "4"}                                  # whole numbers, as stages 1-3 wrote them
-    again = train_stage4_from(out, preset("test"), out_dir=out, runs_dir=tmp_path / "runs", progress=False)
+    again = train_stage4_from(base, preset("test"), out_dir=out, runs_dir=tmp_path / "runs", progress=False)
     assert [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]].count("4") == 2
-    assert again["guided_decoder_val_psnr_db"] == pytest.approx(record["guided_decoder_val_psnr_db"])  # resumed: done
+    assert again["guided_decoder_val_psnr_db"] == record["guided_decoder_val_psnr_db"]    # resumed: done
+    assert again["wall_minutes"] == record["wall_minutes"]                   # stage 4's minutes replaced, not added
+    assert [k for k, v in _weights(out).items() if not torch.equal(v, after[k])] == []
+
+
+def test_rewriting_the_card_keeps_the_last_evaluation(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    import shutil
+
+    from playground.latent.train import write_tiny_sd_card
+
+    folder = tmp_path / "tiny_sd"
+    shutil.copytree(trained[0] / "checkpoints" / "tiny_sd", folder)
+    (folder / "metrics.json").write_text(json.dumps({"speed": {"one_image_seconds_1_thread": 0.123}}))
+    write_tiny_sd_card(folder)                                   # as a retrained stage does, with no sections given
+    card = (folder / "README.md").read_text()
+    assert "## Speed" in card and "| one_image_seconds_1_thread | 0.123 |" in card
+
+
+def test_stage4_starts_over_when_its_settings_or_its_starting_decoder_change(trained: tuple[Path, dict],
+                                                                              tmp_path: Path) -> None:
+    root, _ = trained
+    base, runs = root / "checkpoints" / "tiny_sd", tmp_path / "runs"
+    first = tmp_path / "first" / "tiny_sd"
+    train_stage4_from(base, preset("test"), out_dir=first, runs_dir=runs, progress=False)
+    decoder = {k: v for k, v in _weights(first).items() if k.startswith("vae/decoder")}
+    other = tmp_path / "other" / "tiny_sd"                 # the same runs folder: its finished state must not be reused
+    train_stage4_from(base, preset("test", guided_hue_weight=0.0), out_dir=other, runs_dir=runs, progress=False)
+    assert any(not torch.equal(v, _weights(other)[k]) for k, v in decoder.items())
+    on_top = tmp_path / "on_top" / "tiny_sd"              # from another starting decoder (the first run's)
+    train_stage4_from(first, preset("test"), out_dir=on_top, runs_dir=runs, progress=False)
+    assert any(not torch.equal(v, _weights(on_top)[k]) for k, v in decoder.items())
 
 
 def test_continuing_from_a_saved_pipeline_equals_a_replay_that_restarts_from_the_ema(trained: tuple[Path, dict],
@@ -239,3 +270,23 @@ def test_colour_term_weighs_region_colour_not_pixel_noise() -> None:
     assert (noisy - x).abs().mean() == pytest.approx((shifted - x).abs().mean())
     assert colour_l1(noisy, x, 1.5) < 0.02 * colour_l1(shifted, x, 1.5)
     assert colour_l1(shifted, x, 1.5) == pytest.approx(0.2, rel=1e-5)
+
+
+def _hsv_image(h: float, s: float, v: float, size: int = 16) -> torch.Tensor:
+    """A flat (1, 3, size, size) image of one HSV colour, in [-1, 1]."""
+    import colorsys
+
+    rgb = torch.tensor(colorsys.hsv_to_rgb((h % 360) / 360, s, v)) * 2 - 1
+    return rgb.view(1, 3, 1, 1).expand(1, 3, size, size).clone()
+
+
+def test_hue_term_weighs_a_hue_shift_alike_however_dark_the_colour() -> None:
+    bright, dark = (0.0, 1.0, 1.0), (0.0, 0.7, 0.62)                  # red at the scenes' extremes of S and V
+    shifted = {c: hue_l1(_hsv_image(10, *c[1:]), _hsv_image(*c), 1.0) for c in (bright, dark)}
+    absolute = {c: colour_l1(_hsv_image(10, *c[1:]), _hsv_image(*c), 1.0) for c in (bright, dark)}
+    assert absolute[dark] < 0.5 * absolute[bright]                    # the absolute term barely sees the dark shift
+    assert float(shifted[dark]) == pytest.approx(float(shifted[bright]), rel=1e-4)   # the relative one: alike
+    assert 0.15 < float(shifted[bright]) < 0.3                        # ≈ 2 sin(5°) · (|cos| + |sin|) of the chroma
+    assert float(hue_l1(_hsv_image(0, *bright[1:]), _hsv_image(*bright), 1.0)) == 0.0
+    grey = torch.zeros(1, 3, 16, 16)                                  # no hue: any change to it is left out
+    assert float(hue_l1(grey + 0.3, grey, 1.0)) == 0.0
