@@ -20,10 +20,11 @@ pairs with the frozen encoder's posterior samples of fresh scenes (which keep it
 where G_σ is a Gaussian blur: the third term is the error in each region's mean colour, which decides the
 hue that a viewer (and the scene checker) names, and which the pixel-wise L1 — dominated by edges — barely
 weighs. The fourth (:func:`hue_l1`) is the same chroma error measured *relative to the target's chroma*:
-a 10° hue shift of a dark red (HSV value 0.6) moves its pixels a third as far in RGB as the same shift of a
-bright one, so the absolute terms let the decoder pull dark reds and dark yellows toward orange (measured on
-400 real scenes through stage 3's autoencoder: small red triangles +11.6°, small yellow ones −11.2° on
-average, against ±5° of jitter and 25-30° wide colour bins). That is D ≈ E[x | z̃]: the decoder of the *generative* process, not of the encoder alone. The encoder,
+chroma scales with HSV saturation × value, so a 10° hue shift of a dark red (S 0.7, V 0.62) moves its pixels
+0.43× as far in RGB as the same shift of a full-bright one, and the absolute terms let the decoder pull dark
+reds and dark yellows toward orange (measured on 400 real scenes through stage 3's autoencoder: small red
+triangles +11.6°, small yellow ones −11.2° on average, against ±5° of jitter and 25-30° wide colour bins).
+That is D ≈ E[x | z̃]: the decoder of the *generative* process, not of the encoder alone. The encoder,
 the U-Net and the text encoder stay frozen, so every other part of the pipeline is unchanged.
 
 The pairs are rendered once into ``runs/tiny_sd/guided_pairs.pt`` (resumable, chunk by chunk), the
