@@ -130,12 +130,11 @@ def pair_key(parts: dict[str, Any]) -> float:
 
 def build_guided_pairs(cfg: Any, parts: dict[str, Any], path: Path, progress: bool = True) -> dict[str, Any]:
     """All ``cfg.guided_pairs`` pairs (rounded up to whole chunks), resuming from ``path``; returns
-    ``{"latents", "images", "seconds", "stale"}``, ``stale`` when ``path`` held pairs of other weights (discarded)."""
+    ``{"latents", "images", "seconds", "key"}`` (``key``: :func:`pair_key`; pairs of other weights are discarded)."""
     chunks = math.ceil(cfg.guided_pairs / cfg.guided_pair_batch)
     key = pair_key(parts)
     st = load_resume(path)
-    stale = st is not None and st.get("key") != key
-    if st is None or stale:                            # none yet, or made by other weights: start over
+    if st is None or st.get("key") != key:             # none yet, or made by other weights: start over
         st = {"latents": [], "images": [], "seconds": 0.0, "key": key}
     pipe = img2img_pipeline(parts) if len(st["latents"]) < chunks else None
     bar = tqdm(total=chunks, initial=len(st["latents"]), desc="tiny_sd 4/4 guided latents", disable=not progress,
@@ -150,7 +149,7 @@ def build_guided_pairs(cfg: Any, parts: dict[str, Any], path: Path, progress: bo
         bar.update(1)
     bar.close()
     return {"latents": torch.cat(st["latents"]), "images": torch.cat(st["images"]), "seconds": st["seconds"],
-            "stale": stale}
+            "key": key}
 
 
 def guided_decoder_loss(vae: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, edge_weight: float,
@@ -195,12 +194,10 @@ def train_guided_decoder(cfg: Any, parts: dict[str, Any], runs_dir: Path, progre
         parts[module].requires_grad_(False).eval()
     vae.eval()
     pairs = build_guided_pairs(cfg, parts, runs_dir / "guided_pairs.pt", progress)
-    if pairs["stale"]:                                 # another U-Net's pairs were there: so is its decoder
-        (runs_dir / "guided_decoder.pt").unlink(missing_ok=True)
     params = [p for n, p in vae.named_parameters() if n.startswith(DECODER_PARTS)]
     opt = torch.optim.AdamW(params, lr=cfg.guided_lr)
     # what the result depends on: a saved state made from another decoder, other pairs or other settings is not resumed
-    settings = {"decoder": weights_fingerprint(vae.post_quant_conv, vae.decoder), "pairs": pair_key(parts),
+    settings = {"decoder": weights_fingerprint(vae.post_quant_conv, vae.decoder), "pairs": pairs["key"],
                 **{k: getattr(cfg, k) for k in SETTINGS}}
 
     def one_step(step: int) -> dict[str, float]:

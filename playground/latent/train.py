@@ -695,11 +695,8 @@ def train_stage4_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir:
     if out_dir.resolve() != base.resolve():
         shutil.copytree(base, out_dir, dirs_exist_ok=True)
     save_pipeline(parts["vae"], out_dir / "vae")
-    before = read_json(out_dir / "training.json", {})
-    earlier = sum(float(before.get(k, 0.0)) for k in ("guided_pair_minutes", "guided_decoder_wall_minutes"))  # redone
-    training = {**before, **_guided_fields(record)}
-    training["wall_minutes"] = round(float(training.get("wall_minutes", 0.0)) - earlier + record["pair_minutes"]
-                                     + record["wall_minutes"], 1)
+    training = {**read_json(out_dir / "training.json", {}), **_guided_fields(record)}
+    training["wall_minutes"] = _total_minutes(training)
     write_history(out_dir / "history.csv", _history_rows(out_dir / "history.csv") + record["history"])
     _write_records(out_dir, training, read_json(out_dir / "config.json", {}), cfg)
     return training
@@ -763,9 +760,7 @@ def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_di
                     final_loss=last.get("loss"), final_ema_fixed_loss=unet_record["final_ema_fixed_loss"],
                     continued_from_step=start, continue_pool_minutes=round(pool_seconds / 60, 2),
                     torch_threads=torch.get_num_threads(), **_guided_fields(guided_record))
-    training["wall_minutes"] = round(sum(float(training.get(k, 0.0)) for k in (
-        "vae_wall_minutes", "pool_minutes", "unet_wall_minutes", "decoder_wall_minutes", "guided_pair_minutes",
-        "guided_decoder_wall_minutes")), 1)
+    training["wall_minutes"] = _total_minutes(training)
     _write_records(out_dir, training, read_json(base / "config.json", {}), cfg)
     return training
 
@@ -783,6 +778,14 @@ def _history_rows(path: Path) -> list[dict]:
     stage and step stay whole numbers."""
     return [{k: int(v) if k in ("stage", "step") else v for k, v in r.items()}
             for r in read_history(path) if r.get("stage") != 4]
+
+
+def _total_minutes(training: dict) -> float:
+    """The wall time of every stage that made the checkpoint, from ``training.json``'s per-stage minutes (a stage
+    run again replaces its own figure, so nothing is counted twice)."""
+    return round(sum(float(training.get(k, 0.0)) for k in (
+        "vae_wall_minutes", "pool_minutes", "unet_wall_minutes", "decoder_wall_minutes", "guided_pair_minutes",
+        "guided_decoder_wall_minutes")), 1)
 
 
 def _guided_fields(record: dict) -> dict:
@@ -815,9 +818,6 @@ def _finish(name: str, cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dic
         "unet_wall_minutes": unet_record["wall_minutes"], "final_loss": last.get("loss"),
         "vae_final_loss": vae_record["history"][-1]["loss"] if vae_record["history"] else None,
         "final_ema_fixed_loss": unet_record["final_ema_fixed_loss"],
-        "wall_minutes": round(vae_record["wall_minutes"] + unet_record["wall_minutes"] + pool_seconds / 60
-                              + (decoder_record or {}).get("wall_minutes", 0.0)
-                              + sum((guided_record or {}).get(k, 0.0) for k in ("wall_minutes", "pair_minutes")), 1),
         "params_vae": count_params(parts["vae"]), "params_text_encoder": count_params(ema["text_encoder"]),
         "params_unet": count_params(ema["unet"]),
     }
@@ -827,6 +827,7 @@ def _finish(name: str, cfg: TinySDTrainConfig, parts: dict, ema: dict, pool: dic
                       decoder_val_mse=dval["mse"], decoder_val_psnr_db=dval["psnr_db"])
     if guided_record is not None:
         record.update(_guided_fields(guided_record))
+    record["wall_minutes"] = _total_minutes(record)
     train_dict = {k: v for k, v in asdict(cfg).items() if k != "model"}
     write_json(out_dir / "config.json", {"model": cfg.model.to_dict(), "train": train_dict,
                                          "schedule": noise_schedule_config(), "preset": name})
