@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="tiny_sd only: run stage 4 (the decoder on the guided U-Net's latents) alone, on the pipeline "
                         "folder DIR as stages 1-3 left it, instead of replaying every stage")
     t.add_argument("--continue-from", metavar="DIR",
-                   help="tiny_sd only: continue stage 2 from the pipeline folder DIR as stages 1-3 left it (at a step "
-                        "where the preset restarts from the EMA weights), then run stage 4")
+                   help="tiny_sd only: continue stage 2 from the pipeline folder DIR (at a step where the preset "
+                        "restarts from the EMA weights; at the preset's refine_at, stage 5 refines the autoencoder "
+                        "first), then run stage 4")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="write a grid of prior samples to a PNG")

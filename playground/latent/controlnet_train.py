@@ -199,7 +199,8 @@ def train(out_dir: Path | None = None, base: Path | None = None, preset: str = N
 
     t0 = time.perf_counter()
     out = finetune(NAME, {"controlnet": controlnet}, loss_fn, cfg.train, resume_path, progress=progress,
-                   stop_after=stop_after, monitor=monitor, monitor_every=cfg.monitor_every)
+                   stop_after=stop_after, monitor=monitor, monitor_every=cfg.monitor_every,
+                   origin={"base_weights": base_weights_hash(pipe)})
     if out is None:
         return {"name": NAME, "interrupted_at": {"steps_this_run": stop_after}}
     return _finish(cfg, out, base, out_dir, pipe, preset, time.perf_counter() - t0)

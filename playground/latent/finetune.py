@@ -71,16 +71,20 @@ def encode_scaled(vae: torch.nn.Module, images01: torch.Tensor, gen: torch.Gener
 def finetune(name: str, trainable: dict[str, torch.nn.Module], loss_fn: LossFn, cfg: FinetuneConfig,
              resume_path: Path, progress: bool = True, stop_after: int | None = None,
              monitor: Callable[[dict[str, torch.nn.Module]], dict[str, float]] | None = None,
-             monitor_every: int = 0) -> dict[str, Any] | None:
+             monitor_every: int = 0, origin: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Train the modules of ``trainable`` on ``loss_fn`` for ``cfg.steps`` steps (or ``cfg.max_minutes``).
 
     Returns ``{"steps", "wall_minutes", "history", "ema": {name: EMA module}}``, or None when
     ``stop_after`` steps of this invocation ran out first (call again to resume). ``monitor(ema)`` runs
-    every ``monitor_every`` steps and at the end; its figures go into the history rows."""
+    every ``monitor_every`` steps and at the end; its figures go into the history rows. ``origin`` (what the run
+    starts from, e.g. the base model's weights hash) is saved with the state: a state saved with another origin
+    is not resumed, the run starts over."""
     params = [p for m in trainable.values() for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     ema = {k: frozen_copy(m) for k, m in trainable.items()}
     st = load_resume(resume_path)
+    if st is not None and st.get("origin") != origin:
+        st = None
     step, elapsed, history = 0, 0.0, []
     if st is not None:
         for k, m in trainable.items():
@@ -92,7 +96,7 @@ def finetune(name: str, trainable: dict[str, torch.nn.Module], loss_fn: LossFn, 
     def save() -> None:
         save_resume(resume_path, model={k: m.state_dict() for k, m in trainable.items()},
                     ema={k: m.state_dict() for k, m in ema.items()}, opt=opt.state_dict(), step=step,
-                    elapsed=elapsed, history=history)
+                    elapsed=elapsed, history=history, origin=origin)
 
     bar = tqdm(total=cfg.steps, initial=step, desc=name, disable=not progress, dynamic_ncols=True)
     window: list[dict[str, float]] = []

@@ -46,6 +46,7 @@ from ..core.checkpoint import read_json, write_history, write_json
 from ..core.modelcard import write_card
 from ..core.settings import REPO_ROOT, get_settings
 from .components import count_params, load_pipeline, save_pipeline, train_scheduler_like, training_target
+from .evaluate import weights_hash
 from .finetune import FinetuneConfig, encode_scaled, finetune, scene_images
 from .inpaint import NAME, make_inpaint_unet
 from .train import drop_captions
@@ -289,7 +290,8 @@ def train(out_dir: Path | None = None, base: Path | None = None, preset: str = N
     unet.requires_grad_(True)
     monitor = make_monitor(parts, cfg, size) if cfg.monitor_every else None
     rec = finetune(NAME, {"unet": unet}, make_loss_fn(parts, unet, cfg, size), cfg.loop, resume_path,
-                   progress=progress, stop_after=stop_after, monitor=monitor, monitor_every=cfg.monitor_every)
+                   progress=progress, stop_after=stop_after, monitor=monitor, monitor_every=cfg.monitor_every,
+                   origin={"base_weights": weights_hash(pipe)})
     if rec is None:
         return {"name": NAME, "interrupted_at": {"steps_this_run": stop_after}}
     ema_unet = rec["ema"]["unet"]

@@ -2,7 +2,8 @@
 
     python -m playground train tiny_sd
 
-Two stages as in latent diffusion (LDM, Rombach et al. 2022), then two decoder-only stages:
+Two stages as in latent diffusion (LDM, Rombach et al. 2022), then two decoder-only stages, then (at stage-2
+step ``refine_at``) the whole autoencoder again and more of stage 2 on its latents:
 
 1. **Autoencoder** (LDM §3.1). Scenes rendered on the fly (``split="train"``, a fresh seeded batch each
    step), x ∈ [-1, 1]; z ~ q(z|x) = N(μ_E(x), σ²_E(x)), x̂ = D(z); loss
@@ -30,6 +31,9 @@ Two stages as in latent diffusion (LDM, Rombach et al. 2022), then two decoder-o
 4. **Decoder on guided latents** (:mod:`.guided_decoder`): the decoder again, on pairs of (the shipped U-Net's
    SDEdit latent of a scene, the scene), so that it decodes what the guided sampler draws, with a region-colour
    term and a hue term (the chroma error relative to the target's chroma).
+5. **Autoencoder with the hue term** (:mod:`.refine_autoencoder`): the encoder too, with stage 4's colour and hue
+   terms, on fresh scenes (the encoder's latent kept some hues too close for any decoder); the pool is encoded
+   again, stage 2 restarts from its EMA weights on the moved latents, and stage 4 runs again on the new U-Net.
 
 Determinism: every batch, every noise draw and every caption drop comes from a ``torch.Generator``
 seeded with (seed, stage, step) and the data order from a per-epoch seeded permutation, so a run
@@ -132,6 +136,14 @@ class TinySDTrainConfig:
     guided_colour_sigma: float = 1.5     # px, the blur of the colour term
     guided_hue_weight: float = 0.0       # the chroma error relative to the target's chroma (guided_decoder.hue_l1)
     guided_hue_sigma: float = 1.0        # px, its blur
+    # stage 5 (:mod:`.refine_autoencoder`): at stage-2 step ``refine_at`` (after stages 3 and 4) the whole autoencoder,
+    # encoder included, with stage 4's colour and hue terms; the pool is encoded again and stage 2 goes on from its EMA
+    refine_at: int = 0                   # 0: no stage 5
+    refine_steps: int = 0
+    refine_lr: float = 1e-4
+    refine_colour_weight: float = 2.0
+    refine_hue_weight: float = 2.0
+    refine_max_minutes: float = 30.0
     # bookkeeping
     log_every: int = 50
     save_every: int = 50
@@ -147,6 +159,14 @@ class TinySDTrainConfig:
         assert all(0 < r < self.unet_steps for r in self.ema_reloads)
         assert min(self.vae_batch, self.unet_batch, self.pool_size, self.log_every, self.save_every) >= 1
         assert self.pool_size >= self.unet_batch, "the latent pool must hold at least one batch"
+        assert not self.refine_at or (self.refine_at in self.ema_reloads and self.refine_steps > 0), \
+            "stage 5 runs where stage 2 restarts from its EMA weights (refine_at in ema_reloads)"
+
+
+def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
+    """``cfg`` as it runs up to stage-2 step ``end``: the same schedule, its last cosine ending there, no stage 5."""
+    return replace(cfg, unet_steps=end, v_restarts=tuple(r for r in cfg.v_restarts if r < end),
+                   ema_reloads=tuple(r for r in cfg.ema_reloads if r < end), refine_at=0, refine_steps=0)
 
 
 PRESETS: dict[str, TinySDTrainConfig] = {
@@ -160,13 +180,16 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # A third restart at 30,000 starts the online weights from the EMA's with fresh AdamW moments (the
     # online weights and moments of step 30,000 were not kept, so this is what `--continue-from` can replay
     # exactly from the shipped pipeline, and what the full replay does too).
-    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=37_000, sd_schedule_steps=5000,
-                                 eps_steps=8500, eps_lr_steps=20_000, v_restarts=(16_000, 23_000, 30_000),
-                                 ema_reloads=(30_000,),
-                                 unet_max_minutes=600.0, decoder_steps=2000, guided_decoder_steps=2000, guided_hue_weight=1.0,
-                                 notes="25 min autoencoder + 7.6 h U-Net/text encoder on 2 CPU threads (8,500 ε-prediction "
+    # Stage 5 at 37,000: the encoder too, with the hue term (the encoder's latent kept some hues too close for any
+    # decoder), then a fourth warm restart on the re-encoded pool and stage 4 again.
+    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=40_000, sd_schedule_steps=5000,
+                                 eps_steps=8500, eps_lr_steps=20_000, v_restarts=(16_000, 23_000, 30_000, 37_000),
+                                 ema_reloads=(30_000, 37_000), refine_at=37_000, refine_steps=1500,
+                                 unet_max_minutes=650.0, decoder_steps=2000, guided_decoder_steps=2000, guided_hue_weight=1.0,
+                                 notes="25 min autoencoder + 8.2 h U-Net/text encoder on 2 CPU threads (8,500 ε-prediction "
                                        "steps, 5,000 on SD's schedule, then 7,500 v-prediction, then 7,000 more "
-                                       "after each of three warm restarts, the third from the EMA weights)"),
+                                       "after each of three warm restarts, the third from the EMA weights; then the "
+                                       "autoencoder again with the hue term and 3,000 more from the EMA weights)"),
     "test": TinySDTrainConfig(get_config("test"), vae_steps=3, vae_batch=4, vae_warmup=1, pool_size=16,
                               val_items=4, encode_batch=8, unet_steps=4, unet_batch=4, unet_warmup=1,
                               sd_schedule_steps=1, eps_steps=2, v_warmup=1,
@@ -229,11 +252,16 @@ def image_gradient_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dx.abs().mean() + dy.abs().mean())
 
 
+def posterior_reconstruction(vae: torch.nn.Module, x: torch.Tensor, gen: torch.Generator) -> tuple[Any, torch.Tensor]:
+    """q(z|x) and x̂ = D(z) for z ~ q(z|x), reparameterised (LDM §3.1)."""
+    post = vae.encode(x).latent_dist
+    return post, vae.decode(post.sample(generator=gen)).sample
+
+
 def vae_loss(vae: torch.nn.Module, x: torch.Tensor, gen: torch.Generator, kl_weight: float,
              edge_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """|x − D(z)|₁ + λ_edge |∇x − ∇D(z)|₁ + λ_KL KL(q(z|x) ‖ N(0, I)) / (pixels), z ~ q(z|x) (reparameterised)."""
-    post = vae.encode(x).latent_dist
-    x_hat = vae.decode(post.sample(generator=gen)).sample
+    post, x_hat = posterior_reconstruction(vae, x, gen)
     rec = (x_hat - x).abs().mean()
     edge = image_gradient_l1(x_hat, x)
     kl = post.kl().mean()                                           # summed over the latent, mean over batch
@@ -631,33 +659,58 @@ def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
 def train(name: str = NAME, cfg: TinySDTrainConfig | None = None, out_dir: Path | None = None,
           resume: bool = True, progress: bool = True, stop_after: int | None = None,
           runs_dir: Path | None = None) -> dict:
-    """Both stages into ``out_dir`` (default ``checkpoints/tiny_sd``); returns the training record.
+    """Every stage into ``out_dir`` (default ``checkpoints/tiny_sd``); returns the training record.
 
-    ``stop_after`` ends this invocation after that many optimisation steps (over both stages), as an
+    ``stop_after`` ends this invocation after that many optimisation steps (over all stages), as an
     interruption would; calling again with ``resume`` continues exactly where it stopped. ``resume=False``
-    deletes the resume state and the latent cache first."""
+    deletes the resume state and the latent cache first. With stage 5 (``refine_at``), stages 1-4 run up to
+    stage-2 step ``refine_at`` into ``runs/tiny_sd/before_refine``, then :func:`train_continue_from` goes on
+    from that folder (stage 5, stage 2 on the new latents, stage 4), its state under ``runs/tiny_sd/refine``."""
     cfg = cfg or preset(name)
     out_dir = Path(out_dir or get_settings().checkpoints_dir / name)
     runs_dir = Path(runs_dir or out_dir.parent.parent / "runs" / name)
     if not resume:
-        for f in ("vae.pt", "latents.pt", "unet.pt", "decoder.pt", "guided_pairs.pt", "guided_decoder.pt"):
-            (runs_dir / f).unlink(missing_ok=True)
+        for d in (runs_dir, runs_dir / REFINE_DIR):
+            for f in RESUME_FILES:
+                (d / f).unlink(missing_ok=True)
+    budget: list[int | None] = [stop_after]
+    if not cfg.refine_at:
+        return _train_stages(name, cfg, out_dir, progress, budget, runs_dir)
+    before = runs_dir / "before_refine"
+    record = _train_stages(name, until(cfg, cfg.refine_at), before, progress, budget, runs_dir)
+    if "interrupted_at" in record:
+        return record
+    return _continue_from(before, cfg, out_dir, progress, budget, runs_dir)
+
+
+def _interrupted(name: str, stage: int) -> dict:
+    """The record of a run whose step budget (``stop_after``) ran out in ``stage``."""
+    return {"name": name, "interrupted_at": {"stage": stage}}
+
+
+REFINE_DIR = "refine"             # stage 5 and what follows it keep their state here, beside the first pass's
+RESUME_FILES = ("vae.pt", "latents.pt", "unet.pt", "decoder.pt", "guided_pairs.pt", "guided_decoder.pt",
+                "refine_vae.pt")
+
+
+def _train_stages(name: str, cfg: TinySDTrainConfig, out_dir: Path, progress: bool, budget: list[int | None],
+                  runs_dir: Path) -> dict:
+    """Stages 1-4 from scratch (resuming from ``runs_dir``) into ``out_dir``."""
     parts = build_components(cfg.model, seed=cfg.seed)
     ema = {"unet": _frozen_copy(parts["unet"]), "text_encoder": _frozen_copy(parts["text_encoder"])}
-    budget: list[int | None] = [stop_after]
     vae_record = train_vae(cfg, parts, runs_dir, progress, budget)
     if vae_record is None:
-        return {"name": name, "interrupted_at": {"stage": 1, "steps_this_run": stop_after}}
+        return _interrupted(name, 1)
     parts["vae"].load_state_dict(load_resume(runs_dir / "vae.pt")["vae"])   # the final autoencoder weights
     t0 = time.perf_counter()
     pool = build_latent_pool(cfg, parts, runs_dir)
     pool_seconds = time.perf_counter() - t0
     unet_record = train_unet(cfg, parts, ema, pool, runs_dir, progress, budget)
     if unet_record is None:
-        return {"name": name, "interrupted_at": {"stage": 2, "steps_this_run": stop_after}}
+        return _interrupted(name, 2)
     decoder_record = train_decoder(cfg, parts, runs_dir, progress, budget) if cfg.decoder_steps else None
     if cfg.decoder_steps and decoder_record is None:
-        return {"name": name, "interrupted_at": {"stage": 3, "steps_this_run": stop_after}}
+        return _interrupted(name, 3)
     guided_record = None
     if cfg.guided_decoder_steps:
         parts["vae"].register_to_config(scaling_factor=pool["scaling_factor"])
@@ -665,7 +718,7 @@ def train(name: str = NAME, cfg: TinySDTrainConfig | None = None, out_dir: Path 
 
         guided_record = train_guided_decoder(cfg, {**parts, **ema}, runs_dir, progress, budget)
         if guided_record is None:
-            return {"name": name, "interrupted_at": {"stage": 4, "steps_this_run": stop_after}}
+            return _interrupted(name, 4)
     return _finish(name, cfg, parts, ema, pool, vae_record, unet_record, pool_seconds, out_dir, decoder_record,
                    guided_record)
 
@@ -691,7 +744,7 @@ def train_stage4_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir:
     parts = dict(pipe.components)
     record = train_guided_decoder(cfg, parts, runs_dir, progress, [stop_after])
     if record is None:
-        return {"name": NAME, "interrupted_at": {"stage": 4, "steps_this_run": stop_after}}
+        return _interrupted(NAME, 4)
     if out_dir.resolve() != base.resolve():
         shutil.copytree(base, out_dir, dirs_exist_ok=True)
     save_pipeline(parts["vae"], out_dir / "vae")
@@ -705,25 +758,45 @@ def train_stage4_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir:
 def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_dir: Path | None = None,
                         resume: bool = True, progress: bool = True, stop_after: int | None = None,
                         runs_dir: Path | None = None) -> dict:
-    """Stage 2 onwards from a pipeline folder ``base`` as stages 1-3 left it (``python -m playground train tiny_sd
-    --continue-from DIR``): its EMA U-Net and text encoder become the online and the EMA weights at the step its
-    ``training.json`` reached, with fresh AdamW moments — exactly what a replay does at a step in ``ema_reloads``,
-    so the result equals a full replay's. Then stage 2 runs on to ``unet_steps`` and stage 4 follows on the
-    new weights, from ``base``'s stage-3 decoder. Writes the pipeline into ``out_dir`` (default: the checkpoint)
-    with its ``training.json``, ``history.csv``, ``config.json`` and card."""
+    """Stage 2 onwards from a pipeline folder ``base`` (``python -m playground train tiny_sd --continue-from DIR``):
+    its EMA U-Net and text encoder become the online and the EMA weights at the step its ``training.json``
+    reached, with fresh AdamW moments — exactly what a replay does at a step in ``ema_reloads``, so the result
+    equals a full replay's. Then stage 2 runs on to ``refine_at`` when the base stopped before it (else to
+    ``unet_steps``) and stage 4 follows on the new weights, from ``base``'s decoder. From step ``refine_at``,
+    stage 5 first refines the autoencoder and the pool is encoded again (state under ``runs/tiny_sd/refine``).
+    Writes the pipeline into ``out_dir`` (default: the checkpoint) with its ``training.json``, ``history.csv``,
+    ``config.json`` and card."""
     cfg = cfg or preset(NAME)
     base = Path(base)
     out_dir = Path(out_dir or get_settings().checkpoints_dir / NAME)
     runs_dir = Path(runs_dir or out_dir.parent.parent / "runs" / NAME)
+    if not resume:
+        for d in (runs_dir, runs_dir / REFINE_DIR):
+            for f in RESUME_FILES[1:]:
+                (d / f).unlink(missing_ok=True)
+    return _continue_from(base, cfg, out_dir, progress, [stop_after], runs_dir)
+
+
+def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: bool, budget: list[int | None],
+                   runs_dir: Path) -> dict:
     training = read_json(base / "training.json", {})
     start = int(training["unet_steps"])
     if start not in cfg.ema_reloads:
         raise ValueError(f"{base} stopped stage 2 at step {start}; a continuation must start at one of the preset's "
                          f"ema_reloads {cfg.ema_reloads}, where a replay also restarts from the EMA weights")
-    if not resume:
-        for f in ("latents.pt", "unet.pt", "guided_pairs.pt", "guided_decoder.pt"):
-            (runs_dir / f).unlink(missing_ok=True)
+    refine = bool(cfg.refine_at) and start == cfg.refine_at
+    if cfg.refine_at and start < cfg.refine_at:
+        cfg = until(cfg, cfg.refine_at)
+    if refine:
+        runs_dir = runs_dir / REFINE_DIR
     parts = dict(load_pipeline(base).components)
+    refine_record = None
+    if refine:
+        from .refine_autoencoder import refine_fields, train_refined_autoencoder
+
+        refine_record = train_refined_autoencoder(cfg, parts, runs_dir, progress, budget)
+        if refine_record is None:
+            return _interrupted(NAME, 5)
     parts["unet"].requires_grad_(True), parts["text_encoder"].requires_grad_(True)
     ema = {"unet": _frozen_copy(parts["unet"]), "text_encoder": _frozen_copy(parts["text_encoder"])}
     base_rows = _history_rows(base / "history.csv")
@@ -736,30 +809,34 @@ def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_di
                     step=start, elapsed=float(training["unet_wall_minutes"]) * 60,
                     history=[r for r in base_rows if r["stage"] == 2])
     t0 = time.perf_counter()
-    pool = build_latent_pool(cfg, parts, runs_dir)            # the encoder is stage 1's: stages 3-4 freeze it
+    pool = build_latent_pool(cfg, parts, runs_dir)            # stages 3-4 freeze the encoder; stage 5 does not
     pool_seconds = time.perf_counter() - t0
-    if abs(pool["scaling_factor"] - parts["vae"].config.scaling_factor) > 1e-3 * pool["scaling_factor"]:
+    if refine:
+        parts["vae"].register_to_config(scaling_factor=pool["scaling_factor"])   # the refined latents' own scale
+    elif abs(pool["scaling_factor"] - parts["vae"].config.scaling_factor) > 1e-3 * pool["scaling_factor"]:
         raise ValueError(f"the pool's scaling factor {pool['scaling_factor']:.4f} differs from {base}'s "
                          f"{parts['vae'].config.scaling_factor:.4f}: not the latent space the U-Net was trained on")
-    budget: list[int | None] = [stop_after]
     unet_record = train_unet(cfg, parts, ema, pool, runs_dir, progress, budget)
     if unet_record is None:
-        return {"name": NAME, "interrupted_at": {"stage": 2, "steps_this_run": stop_after}}
+        return _interrupted(NAME, 2)
     from .guided_decoder import train_guided_decoder
 
     guided_record = train_guided_decoder(cfg, {**parts, **ema}, runs_dir, progress, budget)
     if guided_record is None:
-        return {"name": NAME, "interrupted_at": {"stage": 4, "steps_this_run": stop_after}}
+        return _interrupted(NAME, 4)
     save_pipeline(assemble_pipeline({**parts, **ema}), out_dir)
     shutil.copytree(base / "tokenizer", out_dir / "tokenizer", dirs_exist_ok=True)   # not trained: base's files
     rows = ([r for r in base_rows if r["stage"] == 1] + unet_record["history"]
-            + [r for r in base_rows if r["stage"] == 3] + guided_record["history"])
+            + [r for r in base_rows if r["stage"] in (3, 5)] + (refine_record or {}).get("history", [])
+            + guided_record["history"])
     write_history(out_dir / "history.csv", rows)
     last = unet_record["history"][-1]
     training.update(unet_steps=unet_record["steps"], unet_wall_minutes=unet_record["wall_minutes"],
                     final_loss=last.get("loss"), final_ema_fixed_loss=unet_record["final_ema_fixed_loss"],
                     continued_from_step=start, continue_pool_minutes=round(pool_seconds / 60, 2),
                     torch_threads=torch.get_num_threads(), **_guided_fields(guided_record))
+    if refine_record is not None:
+        training.update(refine_fields(refine_record, start), scaling_factor=pool["scaling_factor"])
     training["wall_minutes"] = _total_minutes(training)
     _write_records(out_dir, training, read_json(base / "config.json", {}), cfg)
     return training
@@ -785,7 +862,7 @@ def _total_minutes(training: dict) -> float:
     run again replaces its own figure, so nothing is counted twice)."""
     return round(sum(float(training.get(k, 0.0)) for k in (
         "vae_wall_minutes", "pool_minutes", "unet_wall_minutes", "decoder_wall_minutes", "guided_pair_minutes",
-        "guided_decoder_wall_minutes")), 1)
+        "guided_decoder_wall_minutes", "refine_wall_minutes")), 1)
 
 
 def _guided_fields(record: dict) -> dict:
@@ -875,6 +952,10 @@ def write_tiny_sd_card(folder: Path, extra_sections: dict[str, str] | None = Non
            f"{_span(tcfg.get('guided_strengths'))}, guidance {_span(tcfg.get('guided_scales'))}), paired with the scene; "
            f"{training['guided_decoder_steps']} steps of batch {training.get('vae_batch', '?')}, half these pairs, "
            "half the frozen encoder's latents of fresh scenes." if training.get("guided_decoder_steps") else "")
+        + (f" Autoencoder with the hue term (stage 5, `playground/latent/refine_autoencoder.py`), at stage-2 step "
+           f"{training['refined_at_step']:,}: {training['refine_steps']} fresh batches of {training.get('vae_batch', '?')} "
+           "scenes no earlier stage drew, encoder and decoder; then the pool encoded again and stage 2 continued on it, "
+           "and stage 4 again (its figures above are the second run's)." if training.get("refine_steps") else "")
     )
     sections = {"Training history": HISTORY_NOTE, "Pipeline files": _pipeline_files(folder),
                 "Resume state": RESUME_NOTE, "Sizing": SIZING_NOTE,
@@ -883,7 +964,7 @@ def write_tiny_sd_card(folder: Path, extra_sections: dict[str, str] | None = Non
                       command=COMMAND, data=data, extra_sections=sections, raw_metrics=False)
 
 
-HISTORY_NOTE = """Stage 2 ran in six phases; the preset replays all six, so one command reproduces them.
+HISTORY_NOTE = """Stage 2 ran in seven phases; the preset replays all seven, so one command reproduces them.
 
 | steps | predicts | β schedule | learning rate | why it changed |
 | --- | --- | --- | --- | --- |
@@ -893,6 +974,7 @@ HISTORY_NOTE = """Stage 2 ran in six phases; the preset replays all six, so one 
 | 16,001-23,000 | v | linear | warm restart (SGDR): warm-up 200 to half the peak (2·10⁻⁴), cosine to the same floor at 23,000; EMA kept | at 16,000 the EMA's fixed-noise loss was still falling (0.1375 → 0.1369 over the last 500 steps, at the floor learning rate) and colour at guidance 7.5 was 46-54% |
 | 23,001-30,000 | v | linear | a second warm restart, the same as the first, ending at 30,000 | at 23,000 the fixed-noise loss was still falling (0.1283, from 0.1369) and colour was 55-62% |
 | 30,001-37,000 | v | linear | a third warm restart, the same, ending at 37,000; it starts the online weights from the EMA's with fresh AdamW moments (`ema_reloads`) | at 30,000 the fixed-noise loss was still falling (0.1224, from 0.1283) and colour was 72% (82-84% with the later decoders) |
+| 37,001-40,000 | v | linear | a fourth warm restart from the EMA's weights, the same peak, ending at 40,000, on the pool encoded again by stage 5's autoencoder | stage 5 moved the latents (the encoder now separates hues that it kept too close), so the U-Net had to learn them |
 
 One deviation from a replay: steps 8,501-9,900 ran with the v phase's cosine planned to end at 13,500; the plan
 was lengthened to 16,000 at step 9,900 (after 1,250 v steps had lifted held-out colour from 19% to 50%), so
@@ -999,7 +1081,30 @@ cores (the selection run of the same steps took 8.9 min). On the evaluation's pr
 colour 85.5 → 88.0 / 76.5 → 77.5%, shape 91.5 → 95.0 / 89.0 → 90.0%, relation 95.1 → 95.7 / 85.1 → 88.5%, every
 attribute right 74.5 → 78.0 / 65.5 → 66.0%. The hue bias of the ceiling only shrank (small red triangles +9.5°,
 small yellow −9.7°, with the hue term at weight 1): the encoder's 16×16×4 latent itself keeps those hues close, so
-a decoder alone cannot reach 95% colour; a new encoder means a new latent space and a new U-Net (7.6 h here).
+a decoder alone cannot reach 95% colour.
+
+**Stage 5: the encoder too** (2026-12-07; `playground/latent/refine_autoencoder.py`). Not a new latent space
+from scratch but the shipped one, moved: the whole autoencoder fine-tuned from the step-37,000 pipeline's (stage 4's
+decoder), loss stage 1's plus stage 4's colour term (× 2) and the hue term (× 2), no anchor on the latents,
+1,500 steps at batch 16, lr 10⁻⁴ (warm-up 50, cosine), fresh scenes. First as a diagnostic on the selection set:
+the autoencoder's colour went 89.5 / 90.5% → 97.5 / 97.0% (unseen / held-out), while the encoder's latents moved
+by a mean squared change of ~1% of their mean square. The shipped run (10.5 min; val PSNR 29.4 dB): the latents
+of 256 `split="val"` scenes moved by 1.1% (cosine 0.993 per image), `scaling_factor` 0.5576 → 0.5666. Then the
+pool encoded again (2.7 min), a fourth warm restart from the EMA weights, 3,000 steps (35.2 min) — the fixed-noise
+loss on the new pool jumped from 0.1190 to 0.1307 at step 37,500 and came back to 0.1218 at 40,000, still
+falling — and stage 4 again on the new U-Net from stage 5's decoder (6.5 min of pairs, 9.0 min of training). On
+the evaluation's prompts (unseen / held-out pairs), against the step-37,000 pipeline:
+
+| | colour | shape | relation | every attribute |
+| --- | --- | --- | --- | --- |
+| through the autoencoder | 90.5 → 99.5 / 88.5 → 98.0 % | 95.0 → 98.5 / 93.5 → 96.5 % | 98.8 → 100 / 94.3 → 96.6 % | 86.0 → 98.0 / 83.5 → 96.0 % |
+| generated, guidance 7.5 | 88.0 → 87.5 / 77.5 → 85.5 % | 95.0 → 96.5 / 90.0 → 89.5 % | 95.7 → 96.3 / 88.5 → 92.0 % | 78.0 → 78.0 / 66.0 → 74.5 % |
+| generated, guidance 3 | 90.0 → 89.5 / 86.0 → 91.0 % | 94.5 → 93.5 / 91.0 → 92.0 % | 93.3 → 93.3 / 83.9 → 90.8 % | 81.5 → 81.0 / 73.5 → 80.5 % |
+| generated, guidance 1 | 68.0 → 75.5 / 66.5 → 77.0 % | 81.0 → 89.0 / 85.5 → 84.5 % | 81.0 → 83.4 / 77.0 → 73.6 % | 51.0 → 62.0 / 50.5 → 61.0 % |
+
+The autoencoder no longer limits colour; the U-Net does. Of the 25 unseen prompts whose colour read wrong at 7.5,
+13 drew both objects in one colour (binding) and nearly all the rest put orange next to red or yellow; the
+fixed-noise loss was still falling at 40,000, so the next step is more stage 2 on these latents.
 
 The shipped scheduler config says `prediction_type: v_prediction`, so every diffusers scheduler and
 pipeline reads the U-Net's output correctly (as for Stable Diffusion 2.x)."""
@@ -1015,7 +1120,10 @@ RESUME_NOTE = ("This model's resume state is `runs/tiny_sd/vae.pt` (stage 1), `r
                "term) from the shipped U-Net and stage 3's decoder: `cp -r checkpoints/tiny_sd /tmp/base && git show "
                "9cacd2a:checkpoints/tiny_sd/vae/diffusion_pytorch_model.safetensors > "
                "/tmp/base/vae/diffusion_pytorch_model.safetensors && python -m playground train tiny_sd --stage4-from "
-               "/tmp/base` (about 15 min with the pairs, 9 min without).")
+               "/tmp/base` (about 15 min with the pairs, 9 min without); that step-37,000 pipeline is commit ecbaf08's. "
+               "Stage 5, steps 37,001-40,000 and stage 4 again, from it (state under `runs/tiny_sd/refine/`): "
+               "`git worktree add /tmp/s37 ecbaf08 && python -m playground train tiny_sd --continue-from "
+               "/tmp/s37/checkpoints/tiny_sd`.")
 SIZING_NOTE = ("Chosen so that one 64×64 image (25 DPM-Solver++ steps, classifier-free guidance as one batch of 2) "
                "takes ≈ 0.65 CPU-seconds on one thread of this machine, every weight file stays under 10 MB "
                "(the U-Net is 2.2 M parameters = 8.8 MB in float32) and a training step stays cheap on two CPU "

@@ -246,6 +246,15 @@ def test_interrupted_training_resumes_to_identical_weights(ckpt, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resume_state_saved_from_another_base_is_not_resumed(ckpt, tmp_path):
+    random_pipeline(tmp_path / "tiny_sd", preset="test", seed=1)            # another base, the same runs folder
+    assert _train(tmp_path, stop_after=2)["interrupted_at"]["steps_this_run"] == 2
+    random_pipeline(tmp_path / "tiny_sd", preset="test", seed=0)            # the base that ckpt's model was trained on
+    _train(tmp_path)
+    a, b = _weights(tmp_path / "tiny_sd_inpaint"), _weights(ckpt / "tiny_sd_inpaint")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)   # started over: equal to a fresh run
+
+
 def test_random_masks_cover_every_kind():
     from playground.latent.inpaint_train import get_preset, random_masks
 

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from playground.latent.components import build_train_scheduler, load_pipeline, training_target
 from playground.latent.guided_decoder import (_chunk_setting, build_guided_pairs, colour_l1, gaussian_blur, hue_l1,
                                              img2img_pipeline, pair_chunk)
+from playground.latent.refine_autoencoder import refine_loss
 from playground.latent.train import (DECODER_PARTS, drop_captions, lr_factor, overshoot_latents, preset, stage2_lr_factor,
                                      stage2_phase, step_generator, train, train_continue_from,
-                                     train_stage4_from)
+                                     train_stage4_from, until)
 
 torch.set_num_threads(1)
 
@@ -231,6 +232,58 @@ def test_continuing_from_a_saved_pipeline_equals_a_replay_that_restarts_from_the
     with pytest.raises(ValueError, match="ema_reloads"):
         train_continue_from(root / "checkpoints" / "tiny_sd", preset("test", unet_steps=6), out_dir=tmp_path / "x",
                             runs_dir=tmp_path / "runs_x", progress=False)
+
+
+REFINED = dict(unet_steps=6, v_restarts=(4,), ema_reloads=(4,), refine_at=4, refine_steps=2)
+
+
+def test_until_keeps_the_schedule_up_to_its_end_and_drops_stage5() -> None:
+    cfg = preset("tiny_sd")
+    first = until(cfg, cfg.refine_at)
+    assert first.unet_steps == cfg.refine_at and first.refine_at == 0 and cfg.refine_at not in first.v_restarts
+    assert all(stage2_lr_factor(first, s) == stage2_lr_factor(cfg, s) for s in range(0, cfg.refine_at, 997))
+    with pytest.raises(AssertionError, match="ema_reloads"):
+        preset("test", unet_steps=6, refine_at=4, refine_steps=2)          # stage 5 needs a restart from the EMA there
+
+
+def test_stage5_refines_the_whole_autoencoder_and_a_continuation_replays_it(tmp_path: Path) -> None:
+    cfg = preset("test", **REFINED)
+    root = tmp_path / "full"
+    first = train("tiny_sd", cfg, out_dir=root / "ck", runs_dir=root / "runs", progress=False, stop_after=12)
+    assert first["interrupted_at"]["stage"] == 5          # 3 + 4 + 2 + 2 steps of stages 1-4, then stage 5's first
+    record = train("tiny_sd", cfg, out_dir=root / "ck", runs_dir=root / "runs", progress=False)
+    assert record["refined_at_step"] == 4 and record["refine_steps"] == 2 and record["unet_steps"] == 6
+    assert record["continued_from_step"] == 4 and record["refine_val_psnr_db"] > 0
+    before, after = _weights(root / "runs" / "before_refine"), _weights(root / "ck")
+    encoder = [k for k in before if k.startswith("vae/") and not k.split("/", 1)[1].startswith(DECODER_PARTS)]
+    assert encoder and any(not torch.equal(before[k], after[k]) for k in encoder)     # the encoder moved too
+    assert json.loads((root / "ck" / "vae" / "config.json").read_text())["scaling_factor"] == pytest.approx(
+        record["scaling_factor"])
+    assert record["scaling_factor"] != json.loads((root / "runs" / "before_refine" / "training.json").read_text())[
+        "scaling_factor"]                                 # the re-encoded pool's own scale
+    stages = [int(r.split(",")[0]) for r in (root / "ck" / "history.csv").read_text().splitlines()[1:]]
+    assert stages.count(5) == 2 and stages.count(2) == 6 and stages.count(4) == 2
+    # the command a session runs from a saved step-4 pipeline gives the same weights as the full replay
+    again = train_continue_from(root / "runs" / "before_refine", cfg, out_dir=tmp_path / "cont", runs_dir=tmp_path / "r2",
+                                progress=False)
+    assert again["refined_at_step"] == 4
+    cont = _weights(tmp_path / "cont")
+    for k in after:
+        assert torch.equal(after[k], cont[k]), k
+
+
+def test_refine_loss_adds_the_colour_and_hue_terms_to_stage1s() -> None:
+    from playground.latent.components import build_components, get_config
+
+    vae = build_components(get_config("test"), seed=0)["vae"]
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    base = preset("test")
+    loss, terms = refine_loss(vae, x, torch.Generator().manual_seed(0), base)
+    none, _ = refine_loss(vae, x, torch.Generator().manual_seed(0),
+                          preset("test", refine_colour_weight=0.0, refine_hue_weight=0.0))
+    assert terms["colour_l1"] > 0 and terms["hue_l1"] > 0
+    expected = (base.refine_colour_weight * terms["colour_l1"] + base.refine_hue_weight * terms["hue_l1"])
+    assert float((loss - none).detach()) == pytest.approx(expected, rel=1e-4)
 
 
 def test_guided_pairs_are_deterministic_and_cover_every_strength_and_scale(trained: tuple[Path, dict]) -> None:
