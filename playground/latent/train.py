@@ -689,8 +689,8 @@ def _interrupted(name: str, stage: int) -> dict:
 
 
 REFINE_DIR = "refine"             # stage 5 and what follows it keep their state here, beside the first pass's
-RESUME_FILES = ("vae.pt", "latents.pt", "unet.pt", "decoder.pt", "guided_pairs.pt", "guided_decoder.pt",
-                "refine_vae.pt")
+CONTINUE_FILES = ("latents.pt", "unet.pt", "guided_pairs.pt", "guided_decoder.pt", "refine_vae.pt")   # a continuation's
+RESUME_FILES = ("vae.pt", "decoder.pt", *CONTINUE_FILES)                                         # and a full run's
 
 
 def _train_stages(name: str, cfg: TinySDTrainConfig, out_dir: Path, progress: bool, budget: list[int | None],
@@ -772,7 +772,7 @@ def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_di
     runs_dir = Path(runs_dir or out_dir.parent.parent / "runs" / NAME)
     if not resume:
         for d in (runs_dir, runs_dir / REFINE_DIR):
-            for f in RESUME_FILES[1:]:
+            for f in CONTINUE_FILES:
                 (d / f).unlink(missing_ok=True)
     return _continue_from(base, cfg, out_dir, progress, [stop_after], runs_dir)
 
