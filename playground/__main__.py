@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--continue-from", metavar="DIR",
                    help="tiny_sd only: continue stage 2 from the pipeline folder DIR (at a step where the preset "
                         "restarts from the EMA weights; at the preset's refine_at, stage 5 refines the autoencoder "
-                        "first), then run stage 4")
+                        "first) to the preset's next stop (refine_at, continue_at, unet_steps), then run stage 4")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="write a grid of prior samples to a PNG")

@@ -144,6 +144,9 @@ class TinySDTrainConfig:
     refine_colour_weight: float = 2.0
     refine_hue_weight: float = 2.0
     refine_max_minutes: float = 30.0
+    # pipelines shipped part-way (stage 4 run on them) that a later session continued from (`--continue-from`):
+    # a replay writes the pipeline there too (``runs/tiny_sd/step_N``) and goes on from it, stage 4's decoder included
+    continue_at: tuple[int, ...] = ()
     # bookkeeping
     log_every: int = 50
     save_every: int = 50
@@ -161,12 +164,24 @@ class TinySDTrainConfig:
         assert self.pool_size >= self.unet_batch, "the latent pool must hold at least one batch"
         assert not self.refine_at or (self.refine_at in self.ema_reloads and self.refine_steps > 0), \
             "stage 5 runs where stage 2 restarts from its EMA weights (refine_at in ema_reloads)"
+        assert all(s in self.ema_reloads for s in self.continue_at), \
+            "a continuation restarts from the EMA weights (continue_at in ema_reloads)"
 
 
 def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
-    """``cfg`` as it runs up to stage-2 step ``end``: the same schedule, its last cosine ending there, no stage 5."""
+    """``cfg`` as it runs up to stage-2 step ``end``: the same schedule, its last cosine ending there; stage 5
+    kept only when it starts before ``end``."""
+    refine = 0 < cfg.refine_at < end
     return replace(cfg, unet_steps=end, v_restarts=tuple(r for r in cfg.v_restarts if r < end),
-                   ema_reloads=tuple(r for r in cfg.ema_reloads if r < end), refine_at=0, refine_steps=0)
+                   ema_reloads=tuple(r for r in cfg.ema_reloads if r < end),
+                   refine_at=cfg.refine_at if refine else 0, refine_steps=cfg.refine_steps if refine else 0,
+                   continue_at=tuple(s for s in cfg.continue_at if s < end))
+
+
+def stops(cfg: TinySDTrainConfig) -> list[int]:
+    """The stage-2 steps where a pipeline is written (stage 4 run on it) and the next part goes on from it:
+    ``refine_at``, each of ``continue_at``, and ``unet_steps``."""
+    return sorted({s for s in (cfg.refine_at, *cfg.continue_at) if s} | {cfg.unet_steps})
 
 
 PRESETS: dict[str, TinySDTrainConfig] = {
@@ -663,24 +678,37 @@ def train(name: str = NAME, cfg: TinySDTrainConfig | None = None, out_dir: Path 
 
     ``stop_after`` ends this invocation after that many optimisation steps (over all stages), as an
     interruption would; calling again with ``resume`` continues exactly where it stopped. ``resume=False``
-    deletes the resume state and the latent cache first. With stage 5 (``refine_at``), stages 1-4 run up to
-    stage-2 step ``refine_at`` into ``runs/tiny_sd/before_refine``, then :func:`train_continue_from` goes on
-    from that folder (stage 5, stage 2 on the new latents, stage 4), its state under ``runs/tiny_sd/refine``."""
+    deletes the resume state and the latent cache first. With stops (:func:`stops`: ``refine_at``, ``continue_at``),
+    stages 1-4 run up to the first into ``runs/tiny_sd/before_refine`` (or ``step_N``), then each stop is
+    continued from as :func:`train_continue_from` does (stage 5 at ``refine_at``, stage 2, stage 4), its pipeline
+    written to ``runs/tiny_sd/step_N`` and the last into ``out_dir``; a continuation's state lives under
+    ``runs/tiny_sd/refine`` (from ``refine_at``) or ``runs/tiny_sd/from_N``."""
     cfg = cfg or preset(name)
     out_dir = Path(out_dir or get_settings().checkpoints_dir / name)
     runs_dir = Path(runs_dir or out_dir.parent.parent / "runs" / name)
     if not resume:
-        for d in (runs_dir, runs_dir / REFINE_DIR):
+        for d in _continuation_dirs(runs_dir):
             for f in RESUME_FILES:
                 (d / f).unlink(missing_ok=True)
     budget: list[int | None] = [stop_after]
-    if not cfg.refine_at:
-        return _train_stages(name, cfg, out_dir, progress, budget, runs_dir)
-    before = runs_dir / "before_refine"
-    record = _train_stages(name, until(cfg, cfg.refine_at), before, progress, budget, runs_dir)
-    if "interrupted_at" in record:
-        return record
-    return _continue_from(before, cfg, out_dir, progress, budget, runs_dir)
+    ends = stops(cfg)
+    folders = [runs_dir / _stop_folder(cfg, end) for end in ends[:-1]] + [out_dir]
+    record = _train_stages(name, until(cfg, ends[0]), folders[0], progress, budget, runs_dir)
+    for base, out in zip(folders, folders[1:]):
+        if "interrupted_at" in record:
+            return record
+        record = _continue_from(base, cfg, out, progress, budget, runs_dir)
+    return record
+
+
+def _stop_folder(cfg: TinySDTrainConfig, step: int) -> str:
+    """Where a replay writes the pipeline of stage-2 step ``step`` before going on from it."""
+    return "before_refine" if step == cfg.refine_at else f"step_{step}"
+
+
+def _continuation_dirs(runs_dir: Path) -> list[Path]:
+    """``runs_dir`` and the state folders of its continuations (stage 5's, and one per other start)."""
+    return [runs_dir, runs_dir / REFINE_DIR, *sorted(runs_dir.glob("from_*"))]
 
 
 def _interrupted(name: str, stage: int) -> dict:
@@ -761,7 +789,7 @@ def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_di
     """Stage 2 onwards from a pipeline folder ``base`` (``python -m playground train tiny_sd --continue-from DIR``):
     its EMA U-Net and text encoder become the online and the EMA weights at the step its ``training.json``
     reached, with fresh AdamW moments — exactly what a replay does at a step in ``ema_reloads``, so the result
-    equals a full replay's. Then stage 2 runs on to ``refine_at`` when the base stopped before it (else to
+    equals a full replay's. Then stage 2 runs on to the next of :func:`stops` (``refine_at``, ``continue_at``,
     ``unet_steps``) and stage 4 follows on the new weights, from ``base``'s decoder. From step ``refine_at``,
     stage 5 first refines the autoencoder and the pool is encoded again (state under ``runs/tiny_sd/refine``).
     Writes the pipeline into ``out_dir`` (default: the checkpoint) with its ``training.json``, ``history.csv``,
@@ -771,7 +799,7 @@ def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_di
     out_dir = Path(out_dir or get_settings().checkpoints_dir / NAME)
     runs_dir = Path(runs_dir or out_dir.parent.parent / "runs" / NAME)
     if not resume:
-        for d in (runs_dir, runs_dir / REFINE_DIR):
+        for d in _continuation_dirs(runs_dir):
             for f in CONTINUE_FILES:
                 (d / f).unlink(missing_ok=True)
     return _continue_from(base, cfg, out_dir, progress, [stop_after], runs_dir)
@@ -785,10 +813,8 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
         raise ValueError(f"{base} stopped stage 2 at step {start}; a continuation must start at one of the preset's "
                          f"ema_reloads {cfg.ema_reloads}, where a replay also restarts from the EMA weights")
     refine = bool(cfg.refine_at) and start == cfg.refine_at
-    if cfg.refine_at and start < cfg.refine_at:
-        cfg = until(cfg, cfg.refine_at)
-    if refine:
-        runs_dir = runs_dir / REFINE_DIR
+    cfg = until(cfg, min(s for s in stops(cfg) if s > start))   # on to the next stop only, as a replay does
+    runs_dir = runs_dir / (REFINE_DIR if refine else f"from_{start}")   # each start its own resume states
     parts = dict(load_pipeline(base).components)
     refine_record = None
     if refine:

@@ -17,7 +17,7 @@ from playground.latent.guided_decoder import (_chunk_setting, build_guided_pairs
 from playground.latent.refine_autoencoder import refine_loss
 from playground.latent.train import (DECODER_PARTS, drop_captions, lr_factor, overshoot_latents, preset, stage2_lr_factor,
                                      stage2_phase, step_generator, train, train_continue_from,
-                                     train_stage4_from, until)
+                                     train_stage4_from, until, stops)
 
 torch.set_num_threads(1)
 
@@ -234,7 +234,7 @@ def test_continuing_from_a_saved_pipeline_equals_a_replay_that_restarts_from_the
                             runs_dir=tmp_path / "runs_x", progress=False)
 
 
-REFINED = dict(unet_steps=6, v_restarts=(4,), ema_reloads=(4,), refine_at=4, refine_steps=2)
+REFINED = dict(unet_steps=8, v_restarts=(4, 6), ema_reloads=(4, 6), refine_at=4, refine_steps=2, continue_at=(6,))
 
 
 def test_until_keeps_the_schedule_up_to_its_end_and_drops_stage5() -> None:
@@ -244,6 +244,12 @@ def test_until_keeps_the_schedule_up_to_its_end_and_drops_stage5() -> None:
     assert all(stage2_lr_factor(first, s) == stage2_lr_factor(cfg, s) for s in range(0, cfg.refine_at, 997))
     with pytest.raises(AssertionError, match="ema_reloads"):
         preset("test", unet_steps=6, refine_at=4, refine_steps=2)          # stage 5 needs a restart from the EMA there
+    with pytest.raises(AssertionError, match="continue_at in ema_reloads"):
+        preset("test", unet_steps=6, continue_at=(4,))
+    refined = preset("test", **REFINED)
+    later = until(refined, 6)                                              # a stop after stage 5 keeps it
+    assert later.refine_at == 4 and later.refine_steps == 2 and later.continue_at == () and later.ema_reloads == (4,)
+    assert stops(refined) == [4, 6, 8] and until(refined, 8) == refined and stops(cfg)[-1] == cfg.unet_steps
 
 
 def test_stage5_refines_the_whole_autoencoder_and_a_continuation_replays_it(tmp_path: Path) -> None:
@@ -252,8 +258,10 @@ def test_stage5_refines_the_whole_autoencoder_and_a_continuation_replays_it(tmp_
     first = train("tiny_sd", cfg, out_dir=root / "ck", runs_dir=root / "runs", progress=False, stop_after=12)
     assert first["interrupted_at"]["stage"] == 5          # 3 + 4 + 2 + 2 steps of stages 1-4, then stage 5's first
     record = train("tiny_sd", cfg, out_dir=root / "ck", runs_dir=root / "runs", progress=False)
-    assert record["refined_at_step"] == 4 and record["refine_steps"] == 2 and record["unet_steps"] == 6
-    assert record["continued_from_step"] == 4 and record["refine_val_psnr_db"] > 0
+    assert record["refined_at_step"] == 4 and record["refine_steps"] == 2 and record["unet_steps"] == 8
+    assert record["continued_from_step"] == 6 and record["refine_val_psnr_db"] > 0
+    step6 = json.loads((root / "runs" / "step_6" / "training.json").read_text())   # the stop after stage 5
+    assert step6["unet_steps"] == 6 and step6["continued_from_step"] == 4
     before, after = _weights(root / "runs" / "before_refine"), _weights(root / "ck")
     encoder = [k for k in before if k.startswith("vae/") and not k.split("/", 1)[1].startswith(DECODER_PARTS)]
     assert encoder and any(not torch.equal(before[k], after[k]) for k in encoder)     # the encoder moved too
@@ -262,11 +270,15 @@ def test_stage5_refines_the_whole_autoencoder_and_a_continuation_replays_it(tmp_
     assert record["scaling_factor"] != json.loads((root / "runs" / "before_refine" / "training.json").read_text())[
         "scaling_factor"]                                 # the re-encoded pool's own scale
     stages = [int(r.split(",")[0]) for r in (root / "ck" / "history.csv").read_text().splitlines()[1:]]
-    assert stages.count(5) == 2 and stages.count(2) == 6 and stages.count(4) == 2
-    # the command a session runs from a saved step-4 pipeline gives the same weights as the full replay
-    again = train_continue_from(root / "runs" / "before_refine", cfg, out_dir=tmp_path / "cont", runs_dir=tmp_path / "r2",
+    assert stages.count(5) == 2 and stages.count(2) == 8 and stages.count(4) == 2
+    # the commands a session runs from a saved step-4 pipeline, each to the next stop, give the full replay's weights
+    again = train_continue_from(root / "runs" / "before_refine", cfg, out_dir=tmp_path / "cont6", runs_dir=tmp_path / "r2",
                                 progress=False)
-    assert again["refined_at_step"] == 4
+    assert again["refined_at_step"] == 4 and again["unet_steps"] == 6
+    last = train_continue_from(tmp_path / "cont6", cfg, out_dir=tmp_path / "cont", runs_dir=tmp_path / "r2",
+                               progress=False)
+    assert last["continued_from_step"] == 6 and last["unet_steps"] == 8 and last["refined_at_step"] == 4
+    assert (tmp_path / "r2" / "refine" / "unet.pt").exists() and (tmp_path / "r2" / "from_6" / "unet.pt").exists()
     cont = _weights(tmp_path / "cont")
     for k in after:
         assert torch.equal(after[k], cont[k]), k
