@@ -126,9 +126,10 @@ def test_warm_restart_keeps_the_earlier_cosine_and_starts_a_lower_one() -> None:
     """SGDR restarts: the v cosine before a restart is exactly the one planned without it (its end moved to
     the restart), the restart warms up again to ``restart_peak`` and decays to the same floor."""
     cfg = preset("tiny_sd", unet_steps=3000, eps_steps=1000, sd_schedule_steps=0, v_restarts=(2000,),
-                 restart_peak=0.5, v_warmup=100, min_lr_factor=0.1, ema_reloads=(), refine_at=0)
+                 restart_peak=0.5, v_warmup=100, min_lr_factor=0.1, ema_reloads=(), refine_at=0,
+                 continue_at=())
     before = preset("tiny_sd", unet_steps=2000, eps_steps=1000, sd_schedule_steps=0, v_restarts=(),
-                    v_warmup=100, min_lr_factor=0.1, ema_reloads=(), refine_at=0)
+                    v_warmup=100, min_lr_factor=0.1, ema_reloads=(), refine_at=0, continue_at=())
     for step in (1000, 1099, 1500, 1999):
         assert stage2_lr_factor(cfg, step) == pytest.approx(stage2_lr_factor(before, step))
     assert stage2_lr_factor(cfg, 1999) == pytest.approx(0.1, abs=1e-4)
