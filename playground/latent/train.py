@@ -794,7 +794,8 @@ def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_di
     reached, with fresh AdamW moments — exactly what a replay does at a step in ``ema_reloads``, so the result
     equals a full replay's. Then stage 2 runs on to the next of :func:`stops` (``refine_at``, ``continue_at``,
     ``unet_steps``) and stage 4 follows on the new weights, from ``base``'s decoder. From step ``refine_at``,
-    stage 5 first refines the autoencoder and the pool is encoded again (state under ``runs/tiny_sd/refine``).
+    stage 5 first refines the autoencoder and the pool is encoded again (state under ``runs/tiny_sd/refine``; a
+    continuation from another step keeps its state under ``runs/tiny_sd/from_N``).
     Writes the pipeline into ``out_dir`` (default: the checkpoint) with its ``training.json``, ``history.csv``,
     ``config.json`` and card."""
     cfg = cfg or preset(NAME)
