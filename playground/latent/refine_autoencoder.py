@@ -26,8 +26,8 @@ import torch
 
 from ..core.training import optimise
 from .guided_decoder import colour_l1, hue_l1
-from .train import (_autoencoder_stage, _val_reconstruction, lr_factor, posterior_reconstruction,
-                    reconstruction_terms, scene_batch, step_generator, weights_fingerprint)
+from .train import (_autoencoder_stage, _val_reconstruction, lr_factor, scene_batch, step_generator,
+                    vae_loss_and_reconstruction, weights_fingerprint)
 
 STAGE = 5
 SETTINGS = ("seed", "vae_batch", "vae_edge_weight", "vae_kl_weight", "decoder_warmup", "min_lr_factor", "grad_clip",
@@ -37,13 +37,11 @@ SETTINGS = ("seed", "vae_batch", "vae_edge_weight", "vae_kl_weight", "decoder_wa
 
 def refine_loss(vae: torch.nn.Module, x: torch.Tensor, gen: torch.Generator, cfg: Any) -> tuple[torch.Tensor, dict]:
     """Stage 1's loss plus λ_colour |G_σ * (x − x̂)|₁ + λ_hue L_hue (module docstring), x in [-1, 1]."""
-    post, x_hat = posterior_reconstruction(vae, x, gen)
-    loss, terms = reconstruction_terms(x_hat, x, cfg.vae_edge_weight)
-    kl = post.kl().mean()
+    loss, terms, x_hat = vae_loss_and_reconstruction(vae, x, gen, cfg.vae_kl_weight, cfg.vae_edge_weight)
     colour = colour_l1(x_hat, x, cfg.guided_colour_sigma)
     hue = hue_l1(x_hat, x, cfg.guided_hue_sigma)
-    loss = loss + cfg.vae_kl_weight * kl / x[0].numel() + cfg.refine_colour_weight * colour + cfg.refine_hue_weight * hue
-    return loss, {**terms, "kl": float(kl.detach()), "colour_l1": float(colour.detach()), "hue_l1": float(hue.detach())}
+    loss = loss + cfg.refine_colour_weight * colour + cfg.refine_hue_weight * hue
+    return loss, {**terms, "colour_l1": float(colour.detach()), "hue_l1": float(hue.detach())}
 
 
 def train_refined_autoencoder(cfg: Any, parts: dict[str, Any], runs_dir: Path, progress: bool,

@@ -279,12 +279,17 @@ def posterior_reconstruction(vae: torch.nn.Module, x: torch.Tensor, gen: torch.G
 def vae_loss(vae: torch.nn.Module, x: torch.Tensor, gen: torch.Generator, kl_weight: float,
              edge_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """|x − D(z)|₁ + λ_edge |∇x − ∇D(z)|₁ + λ_KL KL(q(z|x) ‖ N(0, I)) / (pixels), z ~ q(z|x) (reparameterised)."""
+    loss, terms, _ = vae_loss_and_reconstruction(vae, x, gen, kl_weight, edge_weight)
+    return loss, terms
+
+
+def vae_loss_and_reconstruction(vae: torch.nn.Module, x: torch.Tensor, gen: torch.Generator, kl_weight: float,
+                                edge_weight: float) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """:func:`vae_loss` and the reconstruction D(z) it scored (stage 5 adds its colour and hue terms on it)."""
     post, x_hat = posterior_reconstruction(vae, x, gen)
-    rec = (x_hat - x).abs().mean()
-    edge = image_gradient_l1(x_hat, x)
+    loss, terms = reconstruction_terms(x_hat, x, edge_weight)
     kl = post.kl().mean()                                           # summed over the latent, mean over batch
-    loss = rec + edge_weight * edge + kl_weight * kl / x[0].numel()
-    return loss, {"rec_l1": float(rec.detach()), "edge_l1": float(edge.detach()), "kl": float(kl.detach())}
+    return loss + kl_weight * kl / x[0].numel(), {**terms, "kl": float(kl.detach())}, x_hat
 
 
 @torch.no_grad()
