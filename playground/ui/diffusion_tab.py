@@ -11,7 +11,7 @@ import pandas as pd
 from ..diffusion.service import (DDPM_MAX_SAMPLES, DIFFUSION_MODELS, MAX_GUIDANCE, RIGHT_SAMPLERS, SAMPLER_LABELS,
                                  UI_STEPS, DiffusionService)
 from .common import md, show, user_errors
-from .run_guard import RunGuard, stop_run
+from .run_guard import RunGuard, wire_stop
 
 SCALE = 4                   # display upscaling of the 28x28 digits
 
@@ -173,6 +173,7 @@ def build_compare(service: DiffusionService, models: list[str], guard: gr.State)
                 with gr.Row():
                     start = gr.Button("Run side by side", variant="primary", elem_id="diff-compare-run")
                     stop = gr.Button("Stop", variant="stop", elem_id="diff-compare-stop")
+                stop_note = md("", elem_id="diff-compare-stop-note")
             with gr.Column(scale=3):
                 status = md("Press **Run**: both samplers start from the same noise.", elem_id="diff-compare-status")
                 with gr.Row():
@@ -226,7 +227,7 @@ def build_compare(service: DiffusionService, models: list[str], guard: gr.State)
         ins = [right, steps, eta, c["seed"], c["label"], c["guidance_scale"], c["n"], c["model"], guard]
         start.click(compare_api, ins, outs, api_name="denoise_compare", concurrency_limit=2,
                     concurrency_id="diffusion")
-        stop.click(lambda g: stop_run(g), guard, status, api_name="denoise_stop", show_progress="hidden")
+        wire_stop(start, stop, guard, stop_note, api_name="denoise_stop")
         right.change(lambda r, k: f"**{SAMPLER_LABELS[r]}** — {int(k)} steps", [right, steps], right_title,
                      api_visibility="private", show_progress="hidden")
         steps.change(lambda r, k: f"**{SAMPLER_LABELS[r]}** — {int(k)} steps", [right, steps], right_title,
@@ -247,6 +248,7 @@ def build_sample(service: DiffusionService, models: list[str], guard: gr.State) 
                 with gr.Row():
                     start = gr.Button("Sample", variant="primary", elem_id="diff-sample-run")
                     stop = gr.Button("Stop", variant="stop")
+                stop_note = md("")
             with gr.Column(scale=3):
                 status = md("", elem_id="diff-sample-status")
                 with gr.Row():
@@ -279,7 +281,7 @@ def build_sample(service: DiffusionService, models: list[str], guard: gr.State) 
         ins = [sampler, steps, eta, c["seed"], c["label"], c["guidance_scale"], c["n"], c["model"], guard]
         start.click(denoise_api, ins, [xt, x0, status, gallery], api_name="denoise", concurrency_limit=2,
                     concurrency_id="diffusion")
-        stop.click(lambda g: stop_run(g), guard, status, api_visibility="private", show_progress="hidden")
+        wire_stop(start, stop, guard, stop_note, api_visibility="private")
 
 
 # ---- 4. steps vs quality ----------------------------------------------------------------------------

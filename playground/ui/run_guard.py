@@ -65,7 +65,16 @@ class RunGuard:
 
 
 def stop_run(g: RunGuard | None) -> str:
-    """The Stop button: ask the session's run to stop; the status line to show."""
+    """The Stop button: ask the session's run to stop; the note to show beside the button."""
     if isinstance(g, RunGuard) and g.stop():
-        return "**Stopping…**"
+        return "**Stop requested**: the run ends after its current step."
     return "Nothing is running."
+
+
+def wire_stop(start: Any, stop: Any, guard: Any, note: Any, **click_kwargs: Any) -> None:
+    """Wire a tab's Stop button to ``stop_run``. Its answer goes to ``note``, its own line beside the
+    button, never to the run's status line: the run's last message ("Stopped …") owns that, and two
+    events writing one component can arrive in either order, which once left "Stopping…" showing after
+    the run had stopped. Starting a run clears the note."""
+    start.click(lambda: "", None, note, api_visibility="private", show_progress="hidden", queue=False)
+    stop.click(stop_run, guard, note, show_progress="hidden", **click_kwargs)

@@ -15,7 +15,7 @@ from ..core.validation import check_image
 from ..latent.service import (CFG_SCALES, DEFAULT_SCHEDULER, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, SCHEDULERS,
                               Txt2ImgService)
 from .common import log, md, show, user_errors
-from .run_guard import RunGuard, stop_run
+from .run_guard import RunGuard, wire_stop
 
 FRAME_SECONDS = 0.1          # at most ten preview frames a second reach the browser
 EXAMPLES = [
@@ -186,6 +186,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="txt2img-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="txt2img-stop")
+            stop_note = md("", elem_id="txt2img-stop-note")
         with gr.Column(scale=3):
             status = md("Press **Generate**: watch the predicted clean image x̂₀ sharpen step by step.",
                         elem_id="txt2img-status")
@@ -305,7 +306,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
     ins = [prompt, negative, steps, guidance, seed, scheduler, n, guard]
     run.click(txt2img_api, ins, [status, preview, gallery, last], api_name="txt2img", concurrency_limit=2,
               concurrency_id="txt2img")
-    stop.click(stop_run, guard, status, api_name="txt2img_stop", show_progress="hidden")
+    wire_stop(run, stop, guard, stop_note, api_name="txt2img_stop")
     png.change(read_png_params, png, [png_message, png_params], api_name="read_png_params").success(
         fill, png_params, [prompt, negative, steps, guidance, seed, scheduler, n], api_visibility="private")
     sweep.click(cfg_sweep, [prompt, negative, steps, seed, scheduler], [sweep_gallery, sweep_status],

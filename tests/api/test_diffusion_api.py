@@ -72,7 +72,7 @@ def test_stop_ends_a_run_and_a_session_runs_one_at_a_time(app_url):
         time.sleep(0.1)
     with pytest.raises(AppError, match="already going"):
         c.predict(sampler="ddim", steps=10, n=1, **ARGS, api_name="/denoise")
-    assert "Stopping" in c.predict(api_name="/denoise_stop")
+    assert "Stop requested" in c.predict(api_name="/denoise_stop")
     final = None
     for out in job:
         final = out

@@ -107,7 +107,7 @@ def test_stop_ends_a_run(app_url):
     deadline = time.time() + 60
     while time.time() < deadline and not any((o[0] or "").startswith("step ") for o in job.outputs()):
         time.sleep(0.05)
-    assert "Stopping" in c.predict(api_name="/txt2img_stop")
+    assert "Stop requested" in c.predict(api_name="/txt2img_stop")
     final = None
     for out in job:
         final = out

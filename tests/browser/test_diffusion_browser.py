@@ -19,6 +19,7 @@ def test_side_by_side_run_and_stop(page: Page, app_url: str):
         "(old) => { const i = document.querySelector('#diff-ddpm-x0 img'); return i && i.src !== old; }",
         arg=first, timeout=30_000)
     page.locator("#diff-compare-stop").click()
+    expect(page.locator("#diff-compare-stop-note")).to_contain_text("Stop requested", timeout=10_000)
     expect(status).to_contain_text("Stopped", timeout=30_000)
     expect(page.locator("#diff-compare-timing")).to_contain_text("DDPM", timeout=10_000)
     page.screenshot(path="/tmp/diffusion_browser.png")
