@@ -93,6 +93,8 @@ class LatentConfig:
     unet_up_blocks: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
     unet_layers_per_block: int = 1
     unet_heads: int = 4                                    # attention heads (head dim = channels / heads)
+    unet_transformer_layers: tuple[int, ...] = ()          # transformer blocks per down level (the mid block
+                                                           # takes the last, the up levels mirror); () = one each
     unet_groups: int = 32
     notes: str = ""
 
@@ -165,7 +167,48 @@ def build_unet(cfg: LatentConfig) -> UNet2DConditionModel:
                                 out_channels=cfg.latent_channels, down_block_types=cfg.unet_down_blocks,
                                 up_block_types=cfg.unet_up_blocks, block_out_channels=cfg.unet_channels,
                                 layers_per_block=cfg.unet_layers_per_block, norm_num_groups=cfg.unet_groups,
-                                cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.unet_heads)
+                                cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.unet_heads,
+                                transformer_layers_per_block=list(cfg.unet_transformer_layers) or 1)
+
+
+@torch.no_grad()
+def grow_transformer_layers(unet: UNet2DConditionModel, layers: tuple[int, ...], seed: int = 0) -> UNet2DConditionModel:
+    """``unet`` deepened, computing exactly what it did: ``transformer_layers_per_block`` becomes ``layers`` (per down
+    level; the mid block takes the last, the up levels mirror them, as diffusers builds SDXL's U-Net).
+
+    Each new ``BasicTransformerBlock`` is appended after the existing ones of its attention, freshly initialised
+    from ``seed`` but with the output projections of its three residual branches (self-attention, cross-attention,
+    feed-forward) zeroed: h + 0 + 0 + 0 = h, the identity — Net2Net's function-preserving deepening (Chen et al.
+    2016, §3.2), zero-initialised as ControlNet's zero convolutions are (Zhang et al. 2023, eq. 2). The gradient
+    reaches the zeroed weights through their inputs, so training starts using the new blocks at once."""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    old = config.get("transformer_layers_per_block", 1)
+    old = [old] * len(layers) if isinstance(old, int) else list(old)
+    if len(layers) != len(old) or any(n < o for n, o in zip(layers, old)):
+        raise ValueError(f"transformer layers {tuple(layers)} must keep each of {tuple(old)} and add to them")
+    state = torch.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        grown = UNet2DConditionModel.from_config({**config, "transformer_layers_per_block": list(layers)})
+    finally:
+        torch.set_rng_state(state)
+    missing, unexpected = grown.load_state_dict(unet.state_dict(), strict=False)
+    new_blocks = {name for name, m in grown.named_modules() if isinstance(m, BasicTransformerBlock)
+                  and any(k.startswith(name + ".") for k in missing)}
+    if unexpected or any(not any(k.startswith(b + ".") for b in new_blocks) for k in missing):
+        raise ValueError(f"growing changed more than the transformer blocks: {sorted(unexpected)[:3]} "
+                         f"{sorted(missing)[:3]}")
+    for name in new_blocks:
+        block = grown.get_submodule(name)
+        outs = [block.attn1.to_out[0], block.attn2.to_out[0],
+                [m for m in block.ff.net if isinstance(m, torch.nn.Linear)][-1]]
+        for linear in outs:
+            linear.weight.zero_()
+            if linear.bias is not None:
+                linear.bias.zero_()
+    return grown.train(unet.training).to(next(unet.parameters()).device)
 
 
 def noise_schedule_config(schedule: dict[str, Any] | None = None,

@@ -67,8 +67,8 @@ from ..core.settings import get_settings
 from ..core.training import ema_update, load_resume, optimise, save_resume
 from ..data import scenes
 from .components import (SD_SCHEDULE, LatentConfig, assemble_pipeline, build_components, build_train_scheduler,
-                         count_params, get_config, load_pipeline, noise_schedule_config, save_pipeline,
-                         training_target)
+                         count_params, get_config, grow_transformer_layers, load_pipeline, noise_schedule_config,
+                         save_pipeline, training_target)
 
 NAME = "tiny_sd"
 COMMAND = "python -m playground train tiny_sd"
@@ -147,6 +147,10 @@ class TinySDTrainConfig:
     # pipelines shipped part-way (stage 4 run on them) that a later session continued from (`--continue-from`):
     # a replay writes the pipeline there too (``runs/tiny_sd/step_N``) and goes on from it, stage 4's decoder included
     continue_at: tuple[int, ...] = ()
+    # deepening (:func:`~.components.grow_transformer_layers`): a continuation from stage-2 step ``grow_at`` (one of
+    # ``continue_at``) first gives the U-Net ``grow_layers`` transformer blocks per level, the new ones the identity
+    grow_at: int = 0
+    grow_layers: tuple[int, ...] = ()
     # bookkeeping
     log_every: int = 50
     save_every: int = 50
@@ -166,6 +170,8 @@ class TinySDTrainConfig:
             "stage 5 runs where stage 2 restarts from its EMA weights (refine_at in ema_reloads)"
         assert all(s in self.ema_reloads for s in self.continue_at), \
             "a continuation restarts from the EMA weights (continue_at in ema_reloads)"
+        assert not self.grow_at or (self.grow_at in self.continue_at and self.grow_layers), \
+            "the U-Net grows where a continuation starts (grow_at in continue_at, with grow_layers)"
 
 
 def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
@@ -175,7 +181,8 @@ def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
     return replace(cfg, unet_steps=end, v_restarts=tuple(r for r in cfg.v_restarts if r < end),
                    ema_reloads=tuple(r for r in cfg.ema_reloads if r < end),
                    refine_at=cfg.refine_at if refine else 0, refine_steps=cfg.refine_steps if refine else 0,
-                   continue_at=tuple(s for s in cfg.continue_at if s < end))
+                   continue_at=tuple(s for s in cfg.continue_at if s < end),
+                   grow_at=cfg.grow_at if cfg.grow_at < end else 0, grow_layers=cfg.grow_layers if cfg.grow_at < end else ())
 
 
 def stops(cfg: TinySDTrainConfig) -> list[int]:
@@ -199,15 +206,21 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # decoder), then a fourth warm restart on the re-encoded pool and stage 4 again.
     # A fifth restart at 40,000 from the shipped step-40,000 pipeline (its EMA weights and its stage-4 decoder),
     # the fixed-noise loss still falling there.
-    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=46_000, sd_schedule_steps=5000,
+    # At 46,000 the fixed-noise loss had stopped falling (a plain sixth restart to 52,000 left it at 0.1188): the
+    # U-Net is deepened there, one more transformer block at 8×8 (down and up) and in the 4×4 mid block, each new
+    # block the identity at first (grow_at), and a sixth restart trains it.
+    "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=52_000, sd_schedule_steps=5000,
                                  eps_steps=8500, eps_lr_steps=20_000,
-                                 v_restarts=(16_000, 23_000, 30_000, 37_000, 40_000),
-                                 ema_reloads=(30_000, 37_000, 40_000), refine_at=37_000, refine_steps=1500,
-                                 continue_at=(40_000,), unet_max_minutes=650.0, decoder_steps=2000, guided_decoder_steps=2000, guided_hue_weight=1.0,
-                                 notes="25 min autoencoder + 9.3 h U-Net/text encoder on 2 CPU threads (8,500 ε-prediction "
+                                 v_restarts=(16_000, 23_000, 30_000, 37_000, 40_000, 46_000),
+                                 ema_reloads=(30_000, 37_000, 40_000, 46_000), refine_at=37_000, refine_steps=1500,
+                                 continue_at=(40_000, 46_000), grow_at=46_000, grow_layers=(1, 2, 2),
+                                 unet_max_minutes=760.0, decoder_steps=2000, guided_decoder_steps=2000,
+                                 guided_hue_weight=1.0,
+                                 notes="25 min autoencoder + 10.5 h U-Net/text encoder on 2 CPU threads (8,500 ε-prediction "
                                        "steps, 5,000 on SD's schedule, then 7,500 v-prediction, then 7,000 more "
                                        "after each of three warm restarts, the third from the EMA weights; then the "
-                                       "autoencoder again with the hue term, 3,000 more from the EMA weights, then 6,000 more from them)"),
+                                       "autoencoder again with the hue term, 3,000 more from the EMA weights, then 6,000 "
+                                       "more from them, then the U-Net deepened and 6,000 more)"),
     "test": TinySDTrainConfig(get_config("test"), vae_steps=3, vae_batch=4, vae_warmup=1, pool_size=16,
                               val_items=4, encode_batch=8, unet_steps=4, unet_batch=4, unet_warmup=1,
                               sd_schedule_steps=1, eps_steps=2, v_warmup=1,
@@ -825,6 +838,11 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
     cfg = until(cfg, min(s for s in stops(cfg) if s > start))   # on to the next stop only, as a replay does
     runs_dir = runs_dir / (REFINE_DIR if refine else f"from_{start}")   # each start its own resume states
     parts = dict(load_pipeline(base).components)
+    config = read_json(base / "config.json", {})
+    grow = bool(cfg.grow_at) and start == cfg.grow_at
+    if grow:
+        parts["unet"] = grow_transformer_layers(parts["unet"], cfg.grow_layers, seed=cfg.seed)
+        config.setdefault("model", {})["unet_transformer_layers"] = list(cfg.grow_layers)
     refine_record = None
     if refine:
         from .refine_autoencoder import refine_fields, train_refined_autoencoder
@@ -869,11 +887,14 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
     training.update(unet_steps=unet_record["steps"], unet_wall_minutes=unet_record["wall_minutes"],
                     final_loss=last.get("loss"), final_ema_fixed_loss=unet_record["final_ema_fixed_loss"],
                     continued_from_step=start, continue_pool_minutes=round(pool_seconds / 60, 2),
+                    params_unet=count_params(ema["unet"]),
                     torch_threads=torch.get_num_threads(), **_guided_fields(guided_record))
     if refine_record is not None:
         training.update(refine_fields(refine_record, start), scaling_factor=pool["scaling_factor"])
     training["wall_minutes"] = _total_minutes(training)
-    _write_records(out_dir, training, read_json(base / "config.json", {}), cfg)
+    if grow:
+        training["grown_at_step"] = start
+    _write_records(out_dir, training, config, cfg)
     return training
 
 

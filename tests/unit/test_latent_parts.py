@@ -15,7 +15,8 @@ from diffusers import StableDiffusionPipeline
 from playground.data import scenes
 from playground.latent import components
 from playground.latent.components import (CONFIGS, MAX_FILE_BYTES, assemble_pipeline, build_components,
-                                          count_params, get_config, load_pipeline, random_pipeline, save_pipeline)
+                                          build_unet, count_params, get_config, grow_transformer_layers,
+                                          load_pipeline, random_pipeline, save_pipeline)
 from playground.latent.vocab import build_tokenizer, describe_prompt, grammar_words, vocabulary_words
 
 torch.set_num_threads(1)
@@ -109,6 +110,32 @@ def test_tiny_sd_files_fit_under_10_mb() -> None:
     for key in ("vae", "text_encoder", "unet"):
         assert 4 * count_params(parts[key]) < MAX_FILE_BYTES * 0.95, key      # float32 safetensors
     assert count_params(parts["unet"]) > 1_500_000
+
+
+def test_growing_transformer_layers_keeps_the_function_and_learns() -> None:
+    torch.manual_seed(0)
+    unet = build_unet(get_config("test")).eval()
+    for p in unet.parameters():                      # non-trivial weights everywhere (diffusers zeroes some outputs)
+        p.data.add_(0.05 * torch.randn_like(p))
+    grown = grow_transformer_layers(unet, (1, 2, 2), seed=3)
+    assert grown.config.transformer_layers_per_block == [1, 2, 2]
+    new = count_params(grown) - count_params(unet)
+    per_block = count_params(grown.down_blocks[1].attentions[0].transformer_blocks[1])
+    assert new == 4 * per_block                      # 8×8 down, the mid block, and the two 8×8 up attentions
+    z, t, text = torch.randn(2, 4, 16, 16), torch.tensor([10, 900]), torch.randn(2, 77, 16)
+    with torch.no_grad():
+        assert torch.equal(grown(z, t, text).sample, unet(z, t, text).sample)
+    grown.train()
+    grown(z, t, text).sample.square().mean().backward()
+    zeroed = grown.mid_block.attentions[0].transformer_blocks[1].attn2.to_out[0].weight
+    assert float(zeroed.detach().abs().max()) == 0.0 and float(zeroed.grad.abs().max()) > 0.0
+    with pytest.raises(ValueError, match="must keep"):
+        grow_transformer_layers(grown, (1, 1, 1))
+
+
+def test_grown_tiny_sd_unet_fits_under_10_mb() -> None:
+    grown = grow_transformer_layers(build_unet(CONFIGS["tiny_sd"]), (1, 2, 2))
+    assert 4 * count_params(grown) + 100_000 < MAX_FILE_BYTES                  # float32 safetensors + header
 
 
 # ----------------------------------------------------------------------------- pipeline folder

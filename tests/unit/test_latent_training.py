@@ -285,6 +285,27 @@ def test_stage5_refines_the_whole_autoencoder_and_a_continuation_replays_it(tmp_
         assert torch.equal(after[k], cont[k]), k
 
 
+GROWN = dict(unet_steps=8, v_restarts=(6,), ema_reloads=(6,), continue_at=(6,), grow_at=6, grow_layers=(1, 2, 2))
+
+
+def test_a_continuation_can_deepen_the_unet_and_a_replay_does_the_same(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="grow_at in continue_at"):
+        preset("test", unet_steps=8, ema_reloads=(6,), grow_at=6, grow_layers=(1, 2, 2))
+    cfg = preset("test", **GROWN)
+    record = train("tiny_sd", cfg, out_dir=tmp_path / "ck", runs_dir=tmp_path / "runs", progress=False)
+    assert record["grown_at_step"] == 6 and record["unet_steps"] == 8
+    layers = lambda folder: json.loads((folder / "unet" / "config.json").read_text())["transformer_layers_per_block"]
+    assert layers(tmp_path / "runs" / "step_6") == 1 and layers(tmp_path / "ck") == [1, 2, 2]
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["model"]["unet_transformer_layers"] == [1, 2, 2]
+    before = json.loads((tmp_path / "runs" / "step_6" / "training.json").read_text())["params_unet"]
+    assert record["params_unet"] > before
+    again = train_continue_from(tmp_path / "runs" / "step_6", cfg, out_dir=tmp_path / "cont", runs_dir=tmp_path / "r2",
+                                progress=False)
+    assert again["grown_at_step"] == 6
+    full, cont = _weights(tmp_path / "ck"), _weights(tmp_path / "cont")
+    assert full.keys() == cont.keys() and all(torch.equal(full[k], cont[k]) for k in full)
+
+
 def test_refine_loss_adds_the_colour_and_hue_terms_to_stage1s() -> None:
     from playground.latent.components import build_components, get_config
 
