@@ -215,11 +215,13 @@ PRESETS: dict[str, TinySDTrainConfig] = {
                                  eps_steps=8500, eps_lr_steps=20_000,
                                  v_restarts=(16_000, 23_000, 30_000, 37_000, 40_000),
                                  ema_reloads=(30_000, 37_000, 40_000), refine_at=37_000, refine_steps=1500,
-                                 continue_at=(40_000,), unet_max_minutes=650.0, decoder_steps=2000, guided_decoder_steps=2000, guided_hue_weight=1.0,
-                                 notes="25 min autoencoder + 9.3 h U-Net/text encoder on 2 CPU threads (8,500 ε-prediction "
-                                       "steps, 5,000 on SD's schedule, then 7,500 v-prediction, then 7,000 more "
-                                       "after each of three warm restarts, the third from the EMA weights; then the "
-                                       "autoencoder again with the hue term, 3,000 more from the EMA weights, then 6,000 more from them)"),
+                                 continue_at=(40_000,), unet_max_minutes=650.0, decoder_steps=2000,
+                                 guided_decoder_steps=2000, guided_hue_weight=1.0,
+                                 notes="25 min autoencoder + 9.3 h U-Net/text encoder on 2 CPU threads (8,500 "
+                                       "ε-prediction steps, 5,000 on SD's schedule, then 7,500 v-prediction, then "
+                                       "7,000 more after each of three warm restarts, the third from the EMA weights; "
+                                       "then the autoencoder again with the hue term, 3,000 more from the EMA "
+                                       "weights, then 6,000 more from them)"),
     "test": TinySDTrainConfig(get_config("test"), vae_steps=3, vae_batch=4, vae_warmup=1, pool_size=16,
                               val_items=4, encode_batch=8, unet_steps=4, unet_batch=4, unet_warmup=1,
                               sd_schedule_steps=1, eps_steps=2, v_warmup=1,
