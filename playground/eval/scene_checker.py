@@ -47,7 +47,8 @@ from scipy import ndimage
 from scipy.optimize import minimize
 
 from ..core.images import YCBCR_BT601
-from ..data.scenes import BACKGROUNDS, COLOURS, PLACE_PHRASES, PLACES, RELATIONS, SHAPES, SIZES, UNIT, SceneSpec
+from ..data.scenes import (BACKGROUNDS, COLOURS, HELDOUT_PAIRS, PLACE_PHRASES, PLACES, RELATIONS, SHAPES, SIZES, UNIT,
+                           SceneSpec)
 
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "place", "relation", "background", "count")
 
@@ -550,22 +551,39 @@ def _assignments(n_claims: int, n_found: int):
             yield perm
 
 
-def check(spec: PromptSpec, reading: SceneReading, max_objects: int = 8) -> dict[str, bool | None]:
-    """Mark each attribute the prompt states right (True) or wrong (False); ``None`` where the
-    prompt does not state it. The prompt's objects are matched to detected ones by the assignment
-    with the fewest (weighted) wrong attributes; ``all`` is True when every stated one is right."""
+def match(spec: PromptSpec, reading: SceneReading,
+          max_objects: int = 8) -> tuple[list[DetectedObject | None], dict[str, bool | None]]:
+    """Match the prompt's objects to detected ones by the assignment with the fewest (weighted) wrong
+    attributes: (``found``, where ``found[i]`` is the detection matched to ``spec.objects[i]`` or None, and
+    that assignment's per-object-attribute verdicts)."""
     found = reading.objects[:max_objects]
-    best, best_cost = None, float("inf")
+    best: tuple[list[DetectedObject | None], dict[str, bool | None]] = ([None] * len(spec.objects), {})
+    best_cost = float("inf")
     for perm in _assignments(len(spec.objects), len(found)):
-        verdicts = _matched_checks(spec, [None if p is None else found[p] for p in perm])
+        matched = [None if p is None else found[p] for p in perm]
+        verdicts = _matched_checks(spec, matched)
         cost = sum(_COST[k] for k, v in verdicts.items() if v is False)
         if cost < best_cost:
-            best, best_cost = verdicts, cost
-    out = dict(best or {})
+            best, best_cost = (matched, verdicts), cost
+    return best
+
+
+def check(spec: PromptSpec, reading: SceneReading, max_objects: int = 8) -> dict[str, bool | None]:
+    """Mark each attribute the prompt states right (True) or wrong (False); ``None`` where the
+    prompt does not state it. The prompt's objects are matched to detected ones by :func:`match`;
+    ``all`` is True when every stated one is right."""
+    out = dict(match(spec, reading, max_objects)[1])
     out["background"] = reading.background == spec.background
     out["count"] = reading.count == spec.count
     out["all"] = all(v for v in out.values() if v is not None)
     return {k: out[k] for k in (*ATTRIBUTES, "all")}
+
+
+def object_colours(spec: PromptSpec, reading: SceneReading) -> list[tuple[str, str, bool]]:
+    """Per object the prompt names: (colour, shape, whether the detection :func:`match` pairs it with has that
+    colour). ``check``'s colour verdict is True exactly when every entry is."""
+    found, _ = match(spec, reading)
+    return [(c.colour, c.shape, d is not None and d.colour == c.colour) for c, d in zip(spec.objects, found)]
 
 
 def check_caption(caption: str, image) -> dict[str, bool | None]:
@@ -583,3 +601,18 @@ def aggregate(results: list[dict[str, bool | None]]) -> dict[str, float]:
         out[f"n_{key}"] = len(stated)
     out["n"] = len(results)
     return out
+
+
+def colour_by_pair(specs: list[PromptSpec], readings: list[SceneReading]) -> dict[str, dict[str, float]]:
+    """Where colour fails, per object the prompts name (:func:`object_colours`): ``"held-out pairs"`` (the
+    colour-shape pairs never drawn in training, ``scenes.HELDOUT_PAIRS``), ``"training pairs"``, and each held-out
+    pair by name (``"orange circle"``); each ``{"right", "n", "rate"}`` (``rate`` nan when ``n`` is 0)."""
+    counts: dict[str, list[int]] = {"held-out pairs": [0, 0], "training pairs": [0, 0],
+                                    **{f"{c} {s}": [0, 0] for c, s in HELDOUT_PAIRS}}
+    for spec, reading in zip(specs, readings, strict=True):
+        for colour, shape, right in object_colours(spec, reading):
+            held = (colour, shape) in HELDOUT_PAIRS
+            for key in ("held-out pairs" if held else "training pairs", *([f"{colour} {shape}"] if held else [])):
+                counts[key][0] += int(right)
+                counts[key][1] += 1
+    return {k: {"right": r, "n": n, "rate": r / n if n else float("nan")} for k, (r, n) in counts.items()}

@@ -39,9 +39,10 @@ from PIL import Image
 
 from ..core.settings import REPO_ROOT
 from ..data import scenes as S
-from ..eval.scene_checker import aggregate, check_caption
+from ..eval.scene_checker import aggregate, check, colour_by_pair, parse_caption, read_scene
 from .controlnet import DEFAULT_HIGH, DEFAULT_LOW, NAME, canny_array
-from .evaluate import _with_scheduler, generate_images, heldout_scenes, scene_for_prompt, weights_hash
+from .evaluate import (COLOUR_PAIRS_NOTE, _with_scheduler, colour_pair_table, generate_images, heldout_scenes, scene_for_prompt,
+                       weights_hash)
 
 DEFAULT_CACHE = REPO_ROOT / "runs" / "controlnet_eval"
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.0)
@@ -120,12 +121,15 @@ def generate(pipe: Any, plain: Any, prompts: Sequence[str], edges: Sequence[np.n
 
 
 def score(prompts: Sequence[str], control: Sequence[np.ndarray], images: Sequence[np.ndarray]) -> dict[str, Any]:
-    """Mean edge precision / recall / F1 and the scene checker's colour, shape and "all" rates."""
+    """Mean edge precision / recall / F1, the scene checker's colour, shape and "all" rates, and its colour per
+    named object by colour-shape pair (``colour_by_pair``)."""
     f1s = [edge_f1(c, e) for c, e in zip(control, scene_edges(images))]
-    checks = aggregate([check_caption(p, im) for p, im in zip(prompts, images)])
+    specs, readings = [parse_caption(p) for p in prompts], [read_scene(im) for im in images]
+    checks = aggregate([check(s, r) for s, r in zip(specs, readings)])
     out: dict[str, Any] = {k: float(np.mean([f[k] for f in f1s])) for k in ("f1", "precision", "recall")}
     out["f1_median"] = float(np.median([f["f1"] for f in f1s]))
-    out.update(colour=checks["colour"], shape=checks["shape"], all=checks["all"], n=len(prompts))
+    out.update(colour=checks["colour"], shape=checks["shape"], all=checks["all"], n=len(prompts),
+               colour_by_pair=colour_by_pair(specs, readings))
     return out
 
 
@@ -242,12 +246,31 @@ def evaluate_and_card(checkpoints: Path, n: int = 200, scales: Sequence[float] =
     metrics["edges"] = {k: v for k, v in result.items() if k != "rows"}
     metrics = json.loads(json.dumps(metrics, default=float).replace("NaN", "null"))
     write_json(folder / "metrics.json", metrics)
-    sections = {"Edge fidelity (held-out scenes)": EDGES_NOTE + "\n\n" + markdown_table(result)}
+    write_controlnet_card(folder, card_sections(metrics))
+    return metrics
+
+
+def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
+    """The model card's figures, as Markdown sections, from ``metrics.json`` alone."""
+    sections: dict[str, str] = {}
+    edges = metrics.get("edges") or {}
+    if edges.get("scales"):
+        ref = edges.get("reference") or {}
+        scales = sorted(edges["scales"].items(), key=lambda kv: -float(kv[0]))     # 1, 0.5, 0 (JSON sorts keys)
+        rows = [{"conditioning scale": k, **row} for k, row in scales]
+        if "real_render" in ref:
+            rows.append({"conditioning scale": "real render (ceiling)", **ref["real_render"]})
+        if "same_caption_other_layout" in ref:
+            rows.append({"conditioning scale": "same caption, other layout (chance)", **ref["same_caption_other_layout"]})
+        met = edges.get("targets_met") or {}
+        sections["Edge fidelity (held-out scenes)"] = (EDGES_NOTE + "\n\n" + markdown_table({"rows": rows}) + (
+            "\n\nTargets met: " + ", ".join(f"{k} {'yes' if met[k] else 'no'}" for k in TARGETS if k in met) if met else ""))
+        if table := colour_pair_table([(f"conditioning scale {k}", row) for k, row in scales]):
+            sections["Where colour fails"] = COLOUR_PAIRS_NOTE + "\n\n" + table
     if "speed" in metrics:
         sections["Speed"] = "\n".join(["| figure | value |", "| --- | --- |"] +
                                       [f"| {k} | {v} |" for k, v in metrics["speed"].items()])
-    write_controlnet_card(folder, sections)
-    return metrics
+    return sections
 
 
 EDGES_NOTE = ("Control = Canny edges (100/200) of a `split=\"test\"` scene (a colour-shape pair never seen in "

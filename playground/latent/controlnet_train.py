@@ -267,7 +267,7 @@ def _finish(cfg: ControlNetTrainConfig, out: dict[str, Any], base: Path, out_dir
 
 def write_controlnet_card(folder: Path, extra_sections: dict[str, str] | None = None) -> Path:
     """(Re)write ``folder/README.md`` from ``config.json`` (diffusers'), ``training.json`` and ``metrics.json``
-    (the evaluation adds its figures there and calls this again with its sections)."""
+    (the evaluation adds its figures there; ``extra_sections`` None: the sections made from them)."""
     training = read_json(folder / "training.json", {}) or {}
     tcfg = read_json(folder / "train_config.json", {}) or {}
     summary = (
@@ -297,9 +297,13 @@ def write_controlnet_card(folder: Path, extra_sections: dict[str, str] | None = 
         "`val_loss_plain` is the MSE against the base's target (v for tiny_sd) with / without the edges on "
         "fixed `split=\"val\"` scenes."
     )
-    sections = {"Resume state": RESUME_NOTE, "Sizing": SIZING_NOTE, **(extra_sections or {})}
+    if extra_sections is None:                 # the figures of the last evaluation, if any
+        from .controlnet_evaluate import card_sections
+
+        extra_sections = card_sections(read_json(folder / "metrics.json", {}) or {})
+    sections = {"Resume state": RESUME_NOTE, "Sizing": SIZING_NOTE, **extra_sections}
     return write_card(folder, title="tiny_sd_controlnet — Canny ControlNet for tiny_sd", summary=summary,
-                      command=COMMAND, data=data, extra_sections=sections)
+                      command=COMMAND, data=data, extra_sections=sections, raw_metrics=False)
 
 
 RESUME_NOTE = ("The resume state is `runs/tiny_sd_controlnet/controlnet.pt` (weights, EMA, optimiser, step), saved "

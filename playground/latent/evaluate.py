@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..core.settings import REPO_ROOT
 from ..data import scenes as S
-from ..eval.scene_checker import ATTRIBUTES, aggregate, check, parse_caption, read_scene
+from ..eval.scene_checker import ATTRIBUTES, aggregate, check, colour_by_pair, parse_caption, read_scene
 
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 3.0, 7.5)
 DEFAULT_CACHE = REPO_ROOT / "runs" / "txt2img_eval"
@@ -247,10 +247,26 @@ def generate_images(pipe: Any, prompts: Sequence[str], guidance_scale: float, st
 
 # ----------------------------------------------------------------------------- scoring
 
-def score_images(prompts: Sequence[str], images: Sequence[Any]) -> tuple[dict[str, float], list[dict]]:
-    """Check every image against its prompt: (``aggregate`` table, per-prompt checks)."""
-    checks = [check(parse_caption(p), read_scene(im)) for p, im in zip(prompts, images)]
-    return aggregate(checks), checks
+def score_images(prompts: Sequence[str], images: Sequence[Any]) -> tuple[dict[str, Any], list[dict]]:
+    """Check every image against its prompt: (``aggregate`` table plus ``colour_by_pair``, per-prompt checks)."""
+    specs = [parse_caption(p) for p in prompts]
+    readings = [read_scene(im) for im in images]
+    checks = [check(s, r) for s, r in zip(specs, readings)]
+    return {**aggregate(checks), "colour_by_pair": colour_by_pair(specs, readings)}, checks
+
+
+def colour_pair_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown: for each (label, table with ``colour_by_pair``) a row of the share of named objects drawn in their
+    colour — objects of held-out colour-shape pairs, of training pairs, and each held-out pair — with counts."""
+    rows = [(label, t["colour_by_pair"]) for label, t in rows if t.get("colour_by_pair")]
+    if not rows:
+        return ""
+    keys = sorted(rows[0][1], key=lambda k: (k != "held-out pairs", k != "training pairs", k))   # as JSON sorts the rest
+    lines = ["| | " + " | ".join(f"{k} objects" for k in keys) + " |", "|" + " --- |" * (len(keys) + 1)]
+    for label, by in rows:
+        cells = [f"{_cell(by[k]['rate'])} ({by[k]['right']}/{by[k]['n']})" for k in keys]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def reference_row(prompts: Sequence[str], seed: int = 0) -> dict[str, Any]:
@@ -475,6 +491,11 @@ def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
     if "adherence_heldout_pairs" in metrics:
         sections["Compositional generalisation (held-out colour-shape pairs)"] = (
             ADHERENCE_NOTE + "\n\n" + markdown_table(metrics["adherence_heldout_pairs"]))
+    colour_rows = [(f"{title}, guidance {g}", t) for title, key in (("unseen captions", "adherence"),
+                                                                      ("held-out pairs", "adherence_heldout_pairs"))
+                   for g, t in (metrics.get(key) or {}).get("scales", {}).items()]
+    if table := colour_pair_table(colour_rows):
+        sections["Where colour fails"] = COLOUR_PAIRS_NOTE + "\n\n" + table
     if "speed" in metrics:
         sections["Speed"] = "\n".join(["| figure | value |", "| --- | --- |"] +
                                       [f"| {k} | {v} |" for k, v in metrics["speed"].items()] +
@@ -495,3 +516,7 @@ ADHERENCE_NOTE = ("Each prompt is the caption of a `split=\"test\"` scene, so it
                   "steps, prompt i seeded i at every scale), read back by `playground/eval/scene_checker.py`; a "
                   "column is the fraction right among the prompts that state that attribute, `all` = every "
                   "stated attribute right. " + CEILING_NOTE + " Reproduce: `python -m playground evaluate txt2img`.")
+COLOUR_PAIRS_NOTE = ("Each object a prompt names counts once: right when the detection the checker pairs it with "
+                     "(the assignment behind the colour column) has the named colour. Objects of the colour-shape "
+                     "pairs held out of training are counted apart from the others, and each held-out pair on its "
+                     "own (a dash: no such object among the prompts).")

@@ -301,6 +301,13 @@ def test_evaluation_runs_on_random_models_and_writes_the_card(ckpt, tmp_path):
     assert 0 <= e["scales"]["1"]["f1"] <= 1 and "targets_met" in e
     card = (ckpt / "tiny_sd_controlnet" / "README.md").read_text()
     assert "Edge fidelity" in card and "edge F1" in card
+    assert "## Where colour fails" in card and "| conditioning scale 1 |" in card
+    real = e["reference"]["real_render"]["colour_by_pair"]["held-out pairs"]
+    assert real["n"] >= 2 and real["rate"] == 1.0              # every held-out scene names a held-out pair
+    assert card.index("| 1 |") < card.index("| 0 |") and "Targets met: f1_at_1 " in card
+    from playground.latent.controlnet_train import write_controlnet_card
+    write_controlnet_card(ckpt / "tiny_sd_controlnet")                      # rebuilt from metrics.json alone
+    assert (ckpt / "tiny_sd_controlnet" / "README.md").read_text() == card
     again = evaluate_and_card(ckpt, n=2, scales=(1.0, 0.0), steps=2, progress=False, cache_dir=tmp_path / "cache",
                               speed=False)
     assert again["edges"]["scales"]["1"]["f1"] == e["scales"]["1"]["f1"]      # from the cache

@@ -90,6 +90,10 @@ def test_structure_of_the_results(pipe, prompts, tmp_path):
         for key in (*ATTRIBUTES, "all"):
             assert math.isnan(table[key]) or 0.0 <= table[key] <= 1.0
         assert table["seconds"] >= 0
+        by = table["colour_by_pair"]
+        assert by["held-out pairs"]["n"] + by["training pairs"]["n"] == sum(
+            len(parse_caption(p).objects) for p in prompts)
+    assert result["reference"]["colour_by_pair"]["held-out pairs"]["rate"] == 1.0  # real renders: every object
     assert result["scales"]["1"]["seconds"] > 0 and result["scales"]["1"]["seconds_per_image"] > 0
     assert result["reference"]["all"] == 1.0                    # the checker reads real renders right
     assert [r["guidance"] for r in result["rows"]] == ["1", "3", E.AUTOENCODER_ROW, "real renders (ceiling)"]
@@ -183,6 +187,8 @@ def test_evaluate_and_card_writes_metrics_and_the_card(tmp_path):
     assert saved["adherence"]["settings"]["steps"] == 2
     card = (root / "tiny_sd" / "README.md").read_text()
     assert "Prompt adherence" in card and "real renders (ceiling)" in card and E.AUTOENCODER_ROW in card
+    assert "## Where colour fails" in card and "| unseen captions, guidance 2 |" in card
+    assert "| held-out pairs, guidance 1 |" in card and "orange circle objects" in card
 
 
 def test_autoencoder_row_reads_real_renders_through_the_vae(pipe, prompts):

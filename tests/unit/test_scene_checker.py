@@ -269,6 +269,39 @@ def test_check_place_size_and_unstated_attributes():
     assert not C.place_holds("center", 32, 10)
 
 
+def test_object_colours_follow_the_checks_matching():
+    spec = C.parse_caption("a red circle above a green square")
+    reading = C.SceneReading("white", 1.0, [_obj("blue", "square", "large", 30, 48),
+                                            _obj("red", "circle", "small", 30, 12)])
+    found, verdicts = C.match(spec, reading)
+    assert [f.colour for f in found] == ["red", "blue"] and verdicts["colour"] is False
+    assert C.object_colours(spec, reading) == [("red", "circle", True), ("green", "square", False)]
+    # an object with no detection left to pair with is a miss
+    assert C.object_colours(spec, C.SceneReading("white", 1.0, reading.objects[1:])) == \
+        [("red", "circle", True), ("green", "square", False)]
+    # the colour verdict of check is exactly "every named object in its colour"
+    for objs in ([], reading.objects, [_obj("green", "square", "large", 30, 48), _obj("red", "circle", "small", 30, 12)]):
+        r = C.SceneReading("white", 1.0, objs)
+        assert C.check(spec, r)["colour"] == all(ok for _, _, ok in C.object_colours(spec, r))
+
+
+def test_colour_by_pair_counts_held_out_pairs_apart():
+    specs = [C.parse_caption("an orange circle to the left of a red square"), C.parse_caption("a green triangle"),
+             C.parse_caption("a blue circle")]
+    readings = [C.SceneReading("white", 1.0, [_obj("yellow", "circle", "small", 10, 30),
+                                              _obj("red", "square", "small", 50, 30)]),
+                C.SceneReading("white", 1.0, [_obj("green", "triangle", "small", 30, 30)]),
+                C.SceneReading("white", 1.0, [_obj("blue", "circle", "small", 30, 30)])]
+    by = C.colour_by_pair(specs, readings)
+    assert by["held-out pairs"] == {"right": 1, "n": 2, "rate": 0.5}
+    assert by["training pairs"] == {"right": 2, "n": 2, "rate": 1.0}
+    assert by["orange circle"]["rate"] == 0.0 and by["green triangle"]["rate"] == 1.0
+    assert by["purple square"]["n"] == 0 and math.isnan(by["purple square"]["rate"])
+    assert set(by) == {"held-out pairs", "training pairs", *(f"{c} {s}" for c, s in S.HELDOUT_PAIRS)}
+    with pytest.raises(ValueError):
+        C.colour_by_pair(specs, readings[:2])                   # one reading per prompt
+
+
 def test_aggregate_counts_only_prompts_that_state_an_attribute():
     a = {"colour": True, "shape": False, "size": None, "place": True, "relation": None,
          "background": True, "count": True, "all": False}
