@@ -41,8 +41,8 @@ from ..core.settings import REPO_ROOT
 from ..data import scenes as S
 from ..eval.scene_checker import aggregate, check, colour_by_pair, parse_caption, read_scene
 from .controlnet import DEFAULT_HIGH, DEFAULT_LOW, NAME, canny_array
-from .evaluate import (COLOUR_PAIRS_NOTE, _with_scheduler, colour_pair_table, generate_images, heldout_scenes, scene_for_prompt,
-                       weights_hash)
+from .evaluate import (COLOUR_PAIRS_NOTE, _with_scheduler, colour_pair_table, generate_images, heldout_scenes,
+                       scene_for_prompt, weights_hash)
 
 DEFAULT_CACHE = REPO_ROOT / "runs" / "controlnet_eval"
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.0)
@@ -258,13 +258,14 @@ def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
         ref = edges.get("reference") or {}
         scales = sorted(edges["scales"].items(), key=lambda kv: -float(kv[0]))     # 1, 0.5, 0 (JSON sorts keys)
         rows = [{"conditioning scale": k, **row} for k, row in scales]
-        if "real_render" in ref:
-            rows.append({"conditioning scale": "real render (ceiling)", **ref["real_render"]})
-        if "same_caption_other_layout" in ref:
-            rows.append({"conditioning scale": "same caption, other layout (chance)", **ref["same_caption_other_layout"]})
+        for key, label in (("real_render", "real render (ceiling)"),
+                           ("same_caption_other_layout", "same caption, other layout (chance)")):
+            if key in ref:
+                rows.append({"conditioning scale": label, **ref[key]})
         met = edges.get("targets_met") or {}
-        sections["Edge fidelity (held-out scenes)"] = (EDGES_NOTE + "\n\n" + markdown_table({"rows": rows}) + (
-            "\n\nTargets met: " + ", ".join(f"{k} {'yes' if met[k] else 'no'}" for k in TARGETS if k in met) if met else ""))
+        verdicts = ", ".join(f"{k} {'yes' if met[k] else 'no'}" for k in TARGETS if k in met)
+        sections["Edge fidelity (held-out scenes)"] = (EDGES_NOTE + "\n\n" + markdown_table({"rows": rows})
+                                                       + (f"\n\nTargets met: {verdicts}" if verdicts else ""))
         if table := colour_pair_table([(f"conditioning scale {k}", row) for k, row in scales]):
             sections["Where colour fails"] = COLOUR_PAIRS_NOTE + "\n\n" + table
     if "speed" in metrics:

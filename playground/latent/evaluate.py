@@ -261,7 +261,8 @@ def colour_pair_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     rows = [(label, t["colour_by_pair"]) for label, t in rows if t.get("colour_by_pair")]
     if not rows:
         return ""
-    keys = sorted(rows[0][1], key=lambda k: (k != "held-out pairs", k != "training pairs", k))   # as JSON sorts the rest
+    # the two groups first, then the pairs by name (as metrics.json sorts them)
+    keys = sorted(rows[0][1], key=lambda k: (k != "held-out pairs", k != "training pairs", k))
     lines = ["| | " + " | ".join(f"{k} objects" for k in keys) + " |", "|" + " --- |" * (len(keys) + 1)]
     for label, by in rows:
         cells = [f"{_cell(by[k]['rate'])} ({by[k]['right']}/{by[k]['n']})" for k in keys]

@@ -280,7 +280,8 @@ def test_object_colours_follow_the_checks_matching():
     assert C.object_colours(spec, C.SceneReading("white", 1.0, reading.objects[1:])) == \
         [("red", "circle", True), ("green", "square", False)]
     # the colour verdict of check is exactly "every named object in its colour"
-    for objs in ([], reading.objects, [_obj("green", "square", "large", 30, 48), _obj("red", "circle", "small", 30, 12)]):
+    right = [_obj("green", "square", "large", 30, 48), _obj("red", "circle", "small", 30, 12)]
+    for objs in ([], reading.objects, right):
         r = C.SceneReading("white", 1.0, objs)
         assert C.check(spec, r)["colour"] == all(ok for _, _, ok in C.object_colours(spec, r))
 
