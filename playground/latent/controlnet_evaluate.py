@@ -39,10 +39,9 @@ from PIL import Image
 
 from ..core.settings import REPO_ROOT
 from ..data import scenes as S
-from ..eval.scene_checker import aggregate, check, colour_by_pair, parse_caption, read_scene
 from .controlnet import DEFAULT_HIGH, DEFAULT_LOW, NAME, canny_array
 from .evaluate import (COLOUR_PAIRS_NOTE, _with_scheduler, colour_pair_table, generate_images, heldout_scenes,
-                       scene_for_prompt, weights_hash)
+                       scene_for_prompt, score_images, weights_hash)
 
 DEFAULT_CACHE = REPO_ROOT / "runs" / "controlnet_eval"
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.0)
@@ -124,12 +123,10 @@ def score(prompts: Sequence[str], control: Sequence[np.ndarray], images: Sequenc
     """Mean edge precision / recall / F1, the scene checker's colour, shape and "all" rates, and its colour per
     named object by colour-shape pair (``colour_by_pair``)."""
     f1s = [edge_f1(c, e) for c, e in zip(control, scene_edges(images))]
-    specs, readings = [parse_caption(p) for p in prompts], [read_scene(im) for im in images]
-    checks = aggregate([check(s, r) for s, r in zip(specs, readings)])
+    checks, _ = score_images(prompts, images)
     out: dict[str, Any] = {k: float(np.mean([f[k] for f in f1s])) for k in ("f1", "precision", "recall")}
     out["f1_median"] = float(np.median([f["f1"] for f in f1s]))
-    out.update(colour=checks["colour"], shape=checks["shape"], all=checks["all"], n=len(prompts),
-               colour_by_pair=colour_by_pair(specs, readings))
+    out.update({k: checks[k] for k in ("colour", "shape", "all", "colour_by_pair")}, n=len(prompts))
     return out
 
 
