@@ -65,6 +65,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from .vocab import MAX_LENGTH, build_tokenizer
 
 MAX_FILE_BYTES = 10 * 1024 * 1024           # every committed file stays <= 10 MB (Spaces needs LFS above)
+MAX_SHARD = "9MB"                           # a bigger model is saved in shards of at most this (10^6 bytes)
 TRAIN_TIMESTEPS = 1000
 SD_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}   # SD 1.x's
 LATENT_SCHEDULE = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}        # ours (see above)
@@ -211,6 +212,76 @@ def grow_transformer_layers(unet: UNet2DConditionModel, layers: tuple[int, ...],
     return grown.train(unet.training).to(next(unet.parameters()).device)
 
 
+def _widened(old: torch.Tensor, new_shape: torch.Size, halve_inputs: bool) -> torch.Tensor:
+    """``old`` mapped onto ``new_shape`` axis by axis. An axis that doubled holds each old channel twice,
+    side by side (channel j -> 2j, 2j + 1); one that grew by less is a concatenation [widened part, unchanged
+    part] (an up block's input: the widened path, then a skip from the unwidened level). On axis 1 (the inputs
+    of a convolution or linear map) the copies are halved, so a sum over the doubled inputs stays the same."""
+    out = old
+    for axis, (o, n) in enumerate(zip(old.shape, new_shape)):
+        if n == o:
+            continue
+        if not o < n <= 2 * o:
+            raise ValueError(f"cannot widen an axis of {o} to {n}")
+        a = n - o                                   # old channels that get a copy (the first a of them)
+        head, tail = out.narrow(axis, 0, a), out.narrow(axis, a, o - a)
+        head = head.repeat_interleave(2, dim=axis)
+        if axis == 1 and halve_inputs:
+            head = head / 2
+        out = torch.cat([head, tail], dim=axis)
+    return out
+
+
+def widen_unet(unet: UNet2DConditionModel, channels: tuple[int, ...], noise: float = 0.01,
+               seed: int = 0) -> UNet2DConditionModel:
+    """``unet`` with ``block_out_channels`` widened to ``channels`` (each level kept or doubled), computing what
+    it did: Net2Net's function-preserving widening (Chen et al. 2016, §3.1, "Net2WiderNet"). Every channel of a
+    widened level is split into two equal copies: a layer's outgoing weights are copied, the next layer's
+    incoming weights halved, so each sum is unchanged.
+
+    The copies sit side by side (j -> 2j, 2j + 1), so with the same number of groups each GroupNorm group holds
+    the copies of exactly one old group (same mean and variance), each attention head the copies of one old
+    head, and a LayerNorm over all channels sees the same statistics. A head's width doubles, so its dot
+    products double while softmax divides by √d only √2 more: the queries are scaled by 1/√2. A residual block
+    that now changes width gets a 1×1 shortcut that copies each channel (the identity it had). Exact but for
+    the GroupNorms of the two up-path blocks whose input joins a widened path to a skip from an unwidened level:
+    their groups can no longer align with the old ones (a small change that training absorbs).
+    Two exact copies get equal gradients and would stay equal for ever, so, as the paper does, the second copy's
+    incoming weights get a little noise (``noise`` times the tensor's standard deviation, from ``seed``)."""
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    old = list(config["block_out_channels"])
+    if len(channels) != len(old) or any(n not in (o, 2 * o) for n, o in zip(channels, old)):
+        raise ValueError(f"channels {tuple(channels)} must keep or double each of {tuple(old)}")
+    wide = UNet2DConditionModel.from_config({**config, "block_out_channels": list(channels)})
+    old_state = unet.state_dict()
+    new_state = {}
+    gen = torch.Generator().manual_seed(seed)
+    for name, target in wide.state_dict().items():
+        if name in old_state:
+            w = _widened(old_state[name], target.shape, halve_inputs=True)
+            if name.endswith(("attn1.to_q.weight", "attn2.to_q.weight", "attn1.to_q.bias", "attn2.to_q.bias")) \
+                    and target.shape[0] == 2 * old_state[name].shape[0]:
+                w = w / 2 ** 0.5
+            if w.dim() >= 2 and w.shape[0] == 2 * old_state[name].shape[0]:   # break the copies' symmetry
+                jitter = torch.randn(w[1::2].shape, generator=gen) * (noise * float(w.std()))
+                w = w.clone()
+                w[1::2] += jitter
+            new_state[name] = w
+        elif name.endswith("conv_shortcut.weight"):   # now in != out: copy each input channel to its two outputs
+            w = torch.zeros_like(target)
+            n_out, n_in = target.shape[:2]
+            if n_out != 2 * n_in:
+                raise ValueError(f"{name}: a new shortcut must double its channels, got {n_in} -> {n_out}")
+            w[torch.arange(n_out), torch.arange(n_out) // 2] = 1.0
+            new_state[name] = w
+        elif name.endswith("conv_shortcut.bias"):
+            new_state[name] = torch.zeros_like(target)
+        else:
+            raise ValueError(f"widening has no rule for {name}")
+    wide.load_state_dict(new_state)
+    return wide.train(unet.training).to(next(unet.parameters()).device)
+
+
 def noise_schedule_config(schedule: dict[str, Any] | None = None,
                           prediction_type: str = PREDICTION_TYPE) -> dict[str, Any]:
     """The training schedule's diffusers config: ours (:data:`LATENT_SCHEDULE`, linear β 1e-4 → 0.02) unless
@@ -284,7 +355,8 @@ def _check_sizes(folder: Path) -> None:
 
 def save_pipeline(pipe: Any, folder: Path) -> None:
     """``save_pretrained`` (safetensors) of a pipeline — or of one model, e.g. a ``ControlNetModel`` — into
-    ``folder``, refusing any file over 10 MB.
+    ``folder``, a model over :data:`MAX_SHARD` in several files (``from_pretrained`` reads them back through
+    their index), refusing any file over 10 MB.
 
     The pipeline is written to a temporary sibling first and its parts are then moved in, so other files
     of the folder (``training.json``, ``README.md``, …) stay and a refused or interrupted save leaves the
@@ -293,7 +365,7 @@ def save_pipeline(pipe: Any, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        pipe.save_pretrained(tmp, safe_serialization=True, max_shard_size=MAX_SHARD)
         _check_sizes(tmp)
         for config in tmp.rglob("config.json"):      # where the weights were loaded from: not part of the model
             data = json.loads(config.read_text())

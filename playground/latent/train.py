@@ -68,7 +68,7 @@ from ..core.training import ema_update, load_resume, optimise, save_resume
 from ..data import scenes
 from .components import (SD_SCHEDULE, LatentConfig, assemble_pipeline, build_components, build_train_scheduler,
                          count_params, get_config, grow_transformer_layers, load_pipeline, noise_schedule_config,
-                         save_pipeline, training_target)
+                         save_pipeline, training_target, widen_unet)
 
 NAME = "tiny_sd"
 COMMAND = "python -m playground train tiny_sd"
@@ -151,6 +151,10 @@ class TinySDTrainConfig:
     # ``continue_at``) first gives the U-Net ``grow_layers`` transformer blocks per level, the new ones the identity
     grow_at: int = 0
     grow_layers: tuple[int, ...] = ()
+    # widening (:func:`~.components.widen_unet`): likewise at ``widen_at``, the U-Net's levels widened to
+    # ``widen_channels``, each channel split into two copies
+    widen_at: int = 0
+    widen_channels: tuple[int, ...] = ()
     # bookkeeping
     log_every: int = 50
     save_every: int = 50
@@ -172,6 +176,8 @@ class TinySDTrainConfig:
             "a continuation restarts from the EMA weights (continue_at in ema_reloads)"
         assert not self.grow_at or (self.grow_at in self.continue_at and self.grow_layers), \
             "the U-Net grows where a continuation starts (grow_at in continue_at, with grow_layers)"
+        assert not self.widen_at or (self.widen_at in self.continue_at and self.widen_channels), \
+            "the U-Net widens where a continuation starts (widen_at in continue_at, with widen_channels)"
 
 
 def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
@@ -183,7 +189,9 @@ def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
                    refine_at=cfg.refine_at if refine else 0, refine_steps=cfg.refine_steps if refine else 0,
                    continue_at=tuple(s for s in cfg.continue_at if s < end),
                    grow_at=cfg.grow_at if cfg.grow_at < end else 0,
-                   grow_layers=cfg.grow_layers if cfg.grow_at < end else ())
+                   grow_layers=cfg.grow_layers if cfg.grow_at < end else (),
+                   widen_at=cfg.widen_at if cfg.widen_at < end else 0,
+                   widen_channels=cfg.widen_channels if cfg.widen_at < end else ())
 
 
 def stops(cfg: TinySDTrainConfig) -> list[int]:
@@ -844,6 +852,10 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
     if grow:
         parts["unet"] = grow_transformer_layers(parts["unet"], cfg.grow_layers, seed=cfg.seed)
         config.setdefault("model", {})["unet_transformer_layers"] = list(cfg.grow_layers)
+    widen = bool(cfg.widen_at) and start == cfg.widen_at
+    if widen:
+        parts["unet"] = widen_unet(parts["unet"], cfg.widen_channels, seed=cfg.seed)
+        config.setdefault("model", {})["unet_channels"] = list(cfg.widen_channels)
     refine_record = None
     if refine:
         from .refine_autoencoder import refine_fields, train_refined_autoencoder
@@ -895,6 +907,8 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
     training["wall_minutes"] = _total_minutes(training)
     if grow:
         training["grown_at_step"] = start
+    if widen:
+        training["widened_at_step"] = start
     _write_records(out_dir, training, config, cfg)
     return training
 

@@ -16,7 +16,7 @@ from playground.data import scenes
 from playground.latent import components
 from playground.latent.components import (CONFIGS, MAX_FILE_BYTES, assemble_pipeline, build_components,
                                           build_unet, count_params, get_config, grow_transformer_layers,
-                                          load_pipeline, random_pipeline, save_pipeline)
+                                          load_pipeline, random_pipeline, save_pipeline, widen_unet)
 from playground.latent.vocab import build_tokenizer, describe_prompt, grammar_words, vocabulary_words
 
 torch.set_num_threads(1)
@@ -136,6 +136,60 @@ def test_growing_transformer_layers_keeps_the_function_and_learns() -> None:
 def test_grown_tiny_sd_unet_fits_under_10_mb() -> None:
     grown = grow_transformer_layers(build_unet(CONFIGS["tiny_sd"]), (1, 2, 2))
     assert 4 * count_params(grown) + 100_000 < MAX_FILE_BYTES                  # float32 safetensors + header
+
+
+def _level_outputs(unet: torch.nn.Module, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of every down block and of the mid block."""
+    outs: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o[0] if isinstance(o, tuple) else o))
+             for m in [*unet.down_blocks, unet.mid_block]]
+    try:
+        with torch.no_grad():
+            final = unet(*inputs).sample
+    finally:
+        for h in hooks:
+            h.remove()
+    return outs + [final]
+
+
+def test_widening_the_unet_copies_each_channel_and_keeps_the_function() -> None:
+    torch.manual_seed(0)
+    unet = build_unet(get_config("test")).eval()
+    for p in unet.parameters():                      # non-trivial weights everywhere (diffusers zeroes some outputs)
+        p.data.add_(0.05 * torch.randn_like(p))
+    old = tuple(unet.config.block_out_channels)
+    wide = widen_unet(unet, (old[0], 2 * old[1], 2 * old[2]), noise=0.0).eval()
+    assert tuple(wide.config.block_out_channels) == (old[0], 2 * old[1], 2 * old[2])
+    assert count_params(wide) > 2.5 * count_params(unet)
+    z, t, text = torch.randn(2, 4, 16, 16), torch.tensor([10, 900]), torch.randn(2, 77, 16)
+    before, after = _level_outputs(unet, z, t, text), _level_outputs(wide, z, t, text)
+    for level, (a, b) in enumerate(zip(before[:-1], after[:-1])):
+        if b.shape[1] == a.shape[1]:
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+        else:                                        # each channel twice, side by side
+            assert b.shape[1] == 2 * a.shape[1], level
+            torch.testing.assert_close(b[:, 0::2], a, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(b[:, 1::2], a, atol=1e-5, rtol=1e-4)
+    # the up path's two GroupNorms over [widened path, unwidened skip] cannot align their groups: close, not equal
+    error = (after[-1] - before[-1]).norm() / before[-1].norm()
+    assert 0.0 < float(error) < 0.3
+    jittered = widen_unet(unet, (old[0], 2 * old[1], 2 * old[2]), noise=0.01, seed=1)
+    w = jittered.mid_block.resnets[0].conv1.weight.detach()
+    assert not torch.equal(w[0::2], w[1::2])         # the copies can part under training
+    assert float((w[0::2] - w[1::2]).abs().max()) < 0.1 * float(w.abs().max())
+    with pytest.raises(ValueError, match="keep or double"):
+        widen_unet(unet, (old[0], 3 * old[1], old[2]))
+
+
+def test_a_unet_over_10_mb_is_saved_in_shards(tmp_path: Path) -> None:
+    unet = build_unet(CONFIGS["tiny_sd"])
+    wide = widen_unet(unet, (64, 128, 128))
+    assert 4 * count_params(wide) > 2 * MAX_FILE_BYTES
+    save_pipeline(wide, tmp_path / "unet")
+    shards = sorted((tmp_path / "unet").glob("*.safetensors"))
+    assert len(shards) >= 3 and all(p.stat().st_size <= MAX_FILE_BYTES for p in shards)
+    loaded = type(wide).from_pretrained(tmp_path / "unet")
+    assert all(torch.equal(a, b) for a, b in zip(wide.state_dict().values(), loaded.state_dict().values()))
 
 
 # ----------------------------------------------------------------------------- pipeline folder

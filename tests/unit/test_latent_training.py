@@ -306,6 +306,27 @@ def test_a_continuation_can_deepen_the_unet_and_a_replay_does_the_same(tmp_path:
     assert full.keys() == cont.keys() and all(torch.equal(full[k], cont[k]) for k in full)
 
 
+WIDENED = dict(unet_steps=8, v_restarts=(6,), ema_reloads=(6,), continue_at=(6,), widen_at=6, widen_channels=(8, 32, 32))
+
+
+def test_a_continuation_can_widen_the_unet_and_a_replay_does_the_same(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="widen_at in continue_at"):
+        preset("test", unet_steps=8, ema_reloads=(6,), widen_at=6, widen_channels=(8, 32, 32))
+    cfg = preset("test", **WIDENED)
+    record = train("tiny_sd", cfg, out_dir=tmp_path / "ck", runs_dir=tmp_path / "runs", progress=False)
+    assert record["widened_at_step"] == 6 and record["unet_steps"] == 8
+    channels = lambda folder: json.loads((folder / "unet" / "config.json").read_text())["block_out_channels"]
+    assert channels(tmp_path / "runs" / "step_6") == [8, 16, 16] and channels(tmp_path / "ck") == [8, 32, 32]
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["model"]["unet_channels"] == [8, 32, 32]
+    before = json.loads((tmp_path / "runs" / "step_6" / "training.json").read_text())["params_unet"]
+    assert record["params_unet"] > 2 * before
+    again = train_continue_from(tmp_path / "runs" / "step_6", cfg, out_dir=tmp_path / "cont", runs_dir=tmp_path / "r2",
+                                progress=False)
+    assert again["widened_at_step"] == 6
+    full, cont = _weights(tmp_path / "ck"), _weights(tmp_path / "cont")
+    assert full.keys() == cont.keys() and all(torch.equal(full[k], cont[k]) for k in full)
+
+
 def test_refine_loss_adds_the_colour_and_hue_terms_to_stage1s() -> None:
     from playground.latent.components import build_components, get_config
 
