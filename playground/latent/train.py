@@ -215,12 +215,12 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # decoder), then a fourth warm restart on the re-encoded pool and stage 4 again.
     # A fifth restart at 40,000 from the shipped step-40,000 pipeline (its EMA weights and its stage-4 decoder),
     # the fixed-noise loss still falling there.
-    # A third, the U-Net widened at 46,000 (``widen_at=46_000, widen_channels=(64, 128, 128)``, ``unet_steps=49_500``,
-    # 46,000 added as below), raised colour and lowered count on the selection sets; not finished (README).
     # Two continuations from 46,000 were measured and not adopted (README): a plain sixth restart to 52,000, and
     # the same with the U-Net deepened at 46,000 (one more transformer block at 8×8, down and up, and in the 4×4
     # mid block: ``unet_steps=52_000``, 46,000 added to ``v_restarts``, ``ema_reloads`` and ``continue_at``,
-    # ``grow_at=46_000, grow_layers=(1, 2, 2)``).
+    # ``grow_at=46_000, grow_layers=(1, 2, 2)``). A third, the U-Net widened at 46,000 (``widen_at=46_000,
+    # widen_channels=(64, 128, 128)``, ``unet_steps=49_500``, 46,000 added the same way), raised colour and
+    # lowered count on the selection sets; not finished (README).
     "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=46_000, sd_schedule_steps=5000,
                                  eps_steps=8500, eps_lr_steps=20_000,
                                  v_restarts=(16_000, 23_000, 30_000, 37_000, 40_000),

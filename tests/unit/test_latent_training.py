@@ -285,44 +285,32 @@ def test_stage5_refines_the_whole_autoencoder_and_a_continuation_replays_it(tmp_
         assert torch.equal(after[k], cont[k]), k
 
 
-GROWN = dict(unet_steps=8, v_restarts=(6,), ema_reloads=(6,), continue_at=(6,), grow_at=6, grow_layers=(1, 2, 2))
+RESHAPED = {   # a continuation that changes the U-Net at step 6: fields, the record's key, the U-Net config's key
+                        # before -> after, the pipeline config's key, and the least parameter ratio
+    "deepen": (dict(grow_at=6, grow_layers=(1, 2, 2)), "grown_at_step", "transformer_layers_per_block", 1, [1, 2, 2],
+               "unet_transformer_layers", 1.0),
+    "widen": (dict(widen_at=6, widen_channels=(8, 32, 32)), "widened_at_step", "block_out_channels", [8, 16, 16],
+              [8, 32, 32], "unet_channels", 2.0),
+}
 
 
-def test_a_continuation_can_deepen_the_unet_and_a_replay_does_the_same(tmp_path: Path) -> None:
-    with pytest.raises(AssertionError, match="grow_at in continue_at"):
-        preset("test", unet_steps=8, ema_reloads=(6,), grow_at=6, grow_layers=(1, 2, 2))
-    cfg = preset("test", **GROWN)
+@pytest.mark.parametrize("how", sorted(RESHAPED))
+def test_a_continuation_can_reshape_the_unet_and_a_replay_does_the_same(tmp_path: Path, how: str) -> None:
+    fields, record_key, unet_key, before_value, after_value, model_key, ratio = RESHAPED[how]
+    at = next(iter(fields))
+    with pytest.raises(AssertionError, match=f"{at} in continue_at"):
+        preset("test", unet_steps=8, ema_reloads=(6,), **fields)
+    cfg = preset("test", unet_steps=8, v_restarts=(6,), ema_reloads=(6,), continue_at=(6,), **fields)
     record = train("tiny_sd", cfg, out_dir=tmp_path / "ck", runs_dir=tmp_path / "runs", progress=False)
-    assert record["grown_at_step"] == 6 and record["unet_steps"] == 8
-    layers = lambda folder: json.loads((folder / "unet" / "config.json").read_text())["transformer_layers_per_block"]
-    assert layers(tmp_path / "runs" / "step_6") == 1 and layers(tmp_path / "ck") == [1, 2, 2]
-    assert json.loads((tmp_path / "ck" / "config.json").read_text())["model"]["unet_transformer_layers"] == [1, 2, 2]
+    assert record[record_key] == 6 and record["unet_steps"] == 8
+    value = lambda folder: json.loads((folder / "unet" / "config.json").read_text())[unet_key]
+    assert value(tmp_path / "runs" / "step_6") == before_value and value(tmp_path / "ck") == after_value
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["model"][model_key] == after_value
     before = json.loads((tmp_path / "runs" / "step_6" / "training.json").read_text())["params_unet"]
-    assert record["params_unet"] > before
+    assert record["params_unet"] > ratio * before
     again = train_continue_from(tmp_path / "runs" / "step_6", cfg, out_dir=tmp_path / "cont", runs_dir=tmp_path / "r2",
                                 progress=False)
-    assert again["grown_at_step"] == 6
-    full, cont = _weights(tmp_path / "ck"), _weights(tmp_path / "cont")
-    assert full.keys() == cont.keys() and all(torch.equal(full[k], cont[k]) for k in full)
-
-
-WIDENED = dict(unet_steps=8, v_restarts=(6,), ema_reloads=(6,), continue_at=(6,), widen_at=6, widen_channels=(8, 32, 32))
-
-
-def test_a_continuation_can_widen_the_unet_and_a_replay_does_the_same(tmp_path: Path) -> None:
-    with pytest.raises(AssertionError, match="widen_at in continue_at"):
-        preset("test", unet_steps=8, ema_reloads=(6,), widen_at=6, widen_channels=(8, 32, 32))
-    cfg = preset("test", **WIDENED)
-    record = train("tiny_sd", cfg, out_dir=tmp_path / "ck", runs_dir=tmp_path / "runs", progress=False)
-    assert record["widened_at_step"] == 6 and record["unet_steps"] == 8
-    channels = lambda folder: json.loads((folder / "unet" / "config.json").read_text())["block_out_channels"]
-    assert channels(tmp_path / "runs" / "step_6") == [8, 16, 16] and channels(tmp_path / "ck") == [8, 32, 32]
-    assert json.loads((tmp_path / "ck" / "config.json").read_text())["model"]["unet_channels"] == [8, 32, 32]
-    before = json.loads((tmp_path / "runs" / "step_6" / "training.json").read_text())["params_unet"]
-    assert record["params_unet"] > 2 * before
-    again = train_continue_from(tmp_path / "runs" / "step_6", cfg, out_dir=tmp_path / "cont", runs_dir=tmp_path / "r2",
-                                progress=False)
-    assert again["widened_at_step"] == 6
+    assert again[record_key] == 6
     full, cont = _weights(tmp_path / "ck"), _weights(tmp_path / "cont")
     assert full.keys() == cont.keys() and all(torch.equal(full[k], cont[k]) for k in full)
 
