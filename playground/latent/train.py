@@ -155,6 +155,8 @@ class TinySDTrainConfig:
     # ``widen_channels``, each channel split into two copies
     widen_at: int = 0
     widen_channels: tuple[int, ...] = ()
+    # stops (of :func:`stops`) where stage 4 was not run: the pipeline written there keeps the decoder it went on from
+    keep_decoder_at: tuple[int, ...] = ()
     # bookkeeping
     log_every: int = 50
     save_every: int = 50
@@ -178,6 +180,7 @@ class TinySDTrainConfig:
             "the U-Net grows where a continuation starts (grow_at in continue_at, with grow_layers)"
         assert not self.widen_at or (self.widen_at in self.continue_at and self.widen_channels), \
             "the U-Net widens where a continuation starts (widen_at in continue_at, with widen_channels)"
+        assert all(s in stops(self) for s in self.keep_decoder_at), "keep_decoder_at names stops"
 
 
 def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
@@ -191,7 +194,8 @@ def until(cfg: TinySDTrainConfig, end: int) -> TinySDTrainConfig:
                    grow_at=cfg.grow_at if cfg.grow_at < end else 0,
                    grow_layers=cfg.grow_layers if cfg.grow_at < end else (),
                    widen_at=cfg.widen_at if cfg.widen_at < end else 0,
-                   widen_channels=cfg.widen_channels if cfg.widen_at < end else ())
+                   widen_channels=cfg.widen_channels if cfg.widen_at < end else (),
+                   keep_decoder_at=tuple(s for s in cfg.keep_decoder_at if s <= end))
 
 
 def stops(cfg: TinySDTrainConfig) -> list[int]:
@@ -220,7 +224,8 @@ PRESETS: dict[str, TinySDTrainConfig] = {
     # mid block: ``unet_steps=52_000``, 46,000 added to ``v_restarts``, ``ema_reloads`` and ``continue_at``,
     # ``grow_at=46_000, grow_layers=(1, 2, 2)``). A third, the U-Net widened at 46,000 (``widen_at=46_000,
     # widen_channels=(64, 128, 128)``, ``unet_steps=49_500``, 46,000 added the same way), raised colour and
-    # lowered count on the selection sets; not finished (README).
+    # lowered count on the selection sets; 3,500 steps more (``unet_steps=53_000``, 49,500 added the same way,
+    # ``keep_decoder_at=(49_500,)``: that stop kept the shipped decoder) did not beat the shipped model (README).
     "tiny_sd": TinySDTrainConfig(get_config("tiny_sd"), unet_steps=46_000, sd_schedule_steps=5000,
                                  eps_steps=8500, eps_lr_steps=20_000,
                                  v_restarts=(16_000, 23_000, 30_000, 37_000, 40_000),
@@ -867,7 +872,7 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
             return _interrupted(NAME, 5)
     parts["unet"].requires_grad_(True), parts["text_encoder"].requires_grad_(True)
     ema = {"unet": _frozen_copy(parts["unet"]), "text_encoder": _frozen_copy(parts["text_encoder"])}
-    base_rows = _history_rows(base / "history.csv")
+    base_rows = _history_rows(base / "history.csv", keep_stage4=True)
     path = runs_dir / "unet.pt"
     if load_resume(path) is None:
         params = list(parts["unet"].parameters()) + list(parts["text_encoder"].parameters())
@@ -887,23 +892,26 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
     unet_record = train_unet(cfg, parts, ema, pool, runs_dir, progress, budget)
     if unet_record is None:
         return _interrupted(NAME, 2)
-    from .guided_decoder import train_guided_decoder
+    keep_decoder = cfg.unet_steps in cfg.keep_decoder_at
+    guided_record = None
+    if not keep_decoder:
+        from .guided_decoder import train_guided_decoder
 
-    guided_record = train_guided_decoder(cfg, {**parts, **ema}, runs_dir, progress, budget)
-    if guided_record is None:
-        return _interrupted(NAME, 4)
+        guided_record = train_guided_decoder(cfg, {**parts, **ema}, runs_dir, progress, budget)
+        if guided_record is None:
+            return _interrupted(NAME, 4)
     save_pipeline(assemble_pipeline({**parts, **ema}), out_dir)
     shutil.copytree(base / "tokenizer", out_dir / "tokenizer", dirs_exist_ok=True)   # not trained: base's files
     rows = ([r for r in base_rows if r["stage"] == 1] + unet_record["history"]
             + [r for r in base_rows if r["stage"] in (3, 5)] + (refine_record or {}).get("history", [])
-            + guided_record["history"])
+            + (guided_record or {"history": [r for r in base_rows if r["stage"] == 4]})["history"])
     write_history(out_dir / "history.csv", rows)
     last = unet_record["history"][-1]
     training.update(unet_steps=unet_record["steps"], unet_wall_minutes=unet_record["wall_minutes"],
                     final_loss=last.get("loss"), final_ema_fixed_loss=unet_record["final_ema_fixed_loss"],
                     continued_from_step=start, continue_pool_minutes=round(pool_seconds / 60, 2),
                     params_unet=count_params(ema["unet"]),
-                    torch_threads=torch.get_num_threads(), **_guided_fields(guided_record))
+                    torch_threads=torch.get_num_threads(), **(_guided_fields(guided_record) if guided_record else {}))
     if refine_record is not None:
         training.update(refine_fields(refine_record, start), scaling_factor=pool["scaling_factor"])
     training["wall_minutes"] = _total_minutes(training)
@@ -911,6 +919,8 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
         training["grown_at_step"] = start
     if widen:
         training["widened_at_step"] = start
+    if keep_decoder:
+        training["decoder_kept_at_step"] = cfg.unet_steps
     _write_records(out_dir, training, config, cfg)
     return training
 
@@ -923,11 +933,11 @@ def _write_records(out_dir: Path, training: dict, config: dict, cfg: TinySDTrain
     write_tiny_sd_card(out_dir)
 
 
-def _history_rows(path: Path) -> list[dict]:
-    """The rows of a ``history.csv`` that earlier stages wrote, without those of stage 4 (it is being redone);
-    stage and step stay whole numbers."""
+def _history_rows(path: Path, keep_stage4: bool = False) -> list[dict]:
+    """The rows of a ``history.csv`` that earlier stages wrote, without those of stage 4 (it is being redone)
+    unless ``keep_stage4``; stage and step stay whole numbers."""
     return [{k: int(v) if k in ("stage", "step") else v for k, v in r.items()}
-            for r in read_history(path) if r.get("stage") != 4]
+            for r in read_history(path) if keep_stage4 or r.get("stage") != 4]
 
 
 def _total_minutes(training: dict) -> float:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from playground.core.checkpoint import read_history
 from playground.latent.components import build_train_scheduler, load_pipeline, training_target
 from playground.latent.guided_decoder import (_chunk_setting, build_guided_pairs, colour_l1, gaussian_blur, hue_l1,
                                              img2img_pipeline, pair_chunk)
@@ -313,6 +314,22 @@ def test_a_continuation_can_reshape_the_unet_and_a_replay_does_the_same(tmp_path
     assert again[record_key] == 6
     full, cont = _weights(tmp_path / "ck"), _weights(tmp_path / "cont")
     assert full.keys() == cont.keys() and all(torch.equal(full[k], cont[k]) for k in full)
+
+
+def test_a_stop_in_keep_decoder_at_skips_stage4_and_carries_the_decoder(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="keep_decoder_at names stops"):
+        preset("test", unet_steps=10, v_restarts=(6,), ema_reloads=(6,), continue_at=(6,), keep_decoder_at=(7,))
+    cfg = preset("test", unet_steps=10, v_restarts=(6, 8), ema_reloads=(6, 8), continue_at=(6, 8), keep_decoder_at=(8,))
+    record = train("tiny_sd", cfg, out_dir=tmp_path / "ck", runs_dir=tmp_path / "runs", progress=False)
+    vae = lambda folder: {k: v for k, v in _weights(folder).items() if k.startswith("vae/")}
+    at6, at8, at10 = vae(tmp_path / "runs" / "step_6"), vae(tmp_path / "runs" / "step_8"), vae(tmp_path / "ck")
+    assert at6.keys() == at8.keys() and all(torch.equal(at6[k], at8[k]) for k in at6)      # stage 4 skipped at 8
+    assert any(not torch.equal(at8[k], at10[k]) for k in at8)                              # and run at 10
+    kept = json.loads((tmp_path / "runs" / "step_8" / "training.json").read_text())
+    assert kept["decoder_kept_at_step"] == 8 and kept["unet_steps"] == 8
+    assert record["decoder_kept_at_step"] == 8 and record["unet_steps"] == 10           # the lineage, as widened_at_step
+    stage4 = lambda folder: [r for r in read_history(folder / "history.csv") if r["stage"] == 4]
+    assert stage4(tmp_path / "runs" / "step_8") == stage4(tmp_path / "runs" / "step_6") != []
 
 
 def test_refine_loss_adds_the_colour_and_hue_terms_to_stage1s() -> None:
