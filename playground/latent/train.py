@@ -827,7 +827,8 @@ def train_continue_from(base: Path, cfg: TinySDTrainConfig | None = None, out_di
     its EMA U-Net and text encoder become the online and the EMA weights at the step its ``training.json``
     reached, with fresh AdamW moments — exactly what a replay does at a step in ``ema_reloads``, so the result
     equals a full replay's. Then stage 2 runs on to the next of :func:`stops` (``refine_at``, ``continue_at``,
-    ``unet_steps``) and stage 4 follows on the new weights, from ``base``'s decoder. From step ``refine_at``,
+    ``unet_steps``) and stage 4 follows on the new weights, from ``base``'s decoder (unless that stop is in
+    ``keep_decoder_at``: then ``base``'s decoder is kept as it is). From step ``refine_at``,
     stage 5 first refines the autoencoder and the pool is encoded again (state under ``runs/tiny_sd/refine``; a
     continuation from another step keeps its state under ``runs/tiny_sd/from_N``).
     Writes the pipeline into ``out_dir`` (default: the checkpoint) with its ``training.json``, ``history.csv``,
@@ -902,9 +903,9 @@ def _continue_from(base: Path, cfg: TinySDTrainConfig, out_dir: Path, progress: 
             return _interrupted(NAME, 4)
     save_pipeline(assemble_pipeline({**parts, **ema}), out_dir)
     shutil.copytree(base / "tokenizer", out_dir / "tokenizer", dirs_exist_ok=True)   # not trained: base's files
+    stage4_rows = guided_record["history"] if guided_record else [r for r in base_rows if r["stage"] == 4]
     rows = ([r for r in base_rows if r["stage"] == 1] + unet_record["history"]
-            + [r for r in base_rows if r["stage"] in (3, 5)] + (refine_record or {}).get("history", [])
-            + (guided_record or {"history": [r for r in base_rows if r["stage"] == 4]})["history"])
+            + [r for r in base_rows if r["stage"] in (3, 5)] + (refine_record or {}).get("history", []) + stage4_rows)
     write_history(out_dir / "history.csv", rows)
     last = unet_record["history"][-1]
     training.update(unet_steps=unet_record["steps"], unet_wall_minutes=unet_record["wall_minutes"],
