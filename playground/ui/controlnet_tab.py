@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from ..core.images import read_params
-from ..latent.controlnet import ControlNetService
+from ..latent.controlnet import DEFAULT_GUIDANCE, ControlNetService
 from .common import md, show, user_errors
 from .inpaint_tab import EXAMPLE_SEEDS, example_scene
 from .txt2img_tab import clock, display_scale, notices_text, result_image, sampling_controls, upload_image
@@ -66,7 +66,7 @@ def build(service: ControlNetService, sources: dict[str, gr.State]) -> None:
                 start = gr.Slider(0, 1, value=0.0, step=0.05, label="Control start (fraction of steps)")
                 end = gr.Slider(0, 1, value=1.0, step=0.05, label="Control end")
             guess = gr.Checkbox(False, label="Guess mode (control on the conditional pass only)")
-            steps, guidance, scheduler, seed = sampling_controls()
+            steps, guidance, scheduler, seed = sampling_controls(DEFAULT_GUIDANCE)
             run = gr.Button("Generate with control", variant="primary", elem_id="controlnet-run")
         with gr.Column(scale=3):
             edges = result_image("Canny edges = the control image", "controlnet-edges", 200)

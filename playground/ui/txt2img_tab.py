@@ -143,11 +143,12 @@ def _gallery(images: list, captions: list[str] | None = None) -> list:
 
 
 
-def sampling_controls() -> tuple[gr.Slider, gr.Slider, gr.Dropdown, gr.Number]:
-    """Steps, guidance scale, scheduler and seed: the controls both tabs share."""
+def sampling_controls(guidance_scale: float = 7.5) -> tuple[gr.Slider, gr.Slider, gr.Dropdown, gr.Number]:
+    """Steps, guidance scale (starting at ``guidance_scale``), scheduler and seed: the controls the
+    text-to-image family of tabs shares."""
     with gr.Row():
         steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="Steps")
-        guidance = gr.Slider(1, MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale s")
+        guidance = gr.Slider(1, MAX_GUIDANCE, value=guidance_scale, step=0.5, label="Guidance scale s")
     with gr.Row():
         scheduler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")

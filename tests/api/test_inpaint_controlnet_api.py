@@ -13,6 +13,7 @@ from PIL import Image
 
 from playground.core.images import read_params
 from playground.data import scenes
+from playground.latent.controlnet import DEFAULT_GUIDANCE
 from playground.latent.inpaint import METHOD_BLEND, METHOD_NINE
 
 SIDE = 64
@@ -61,6 +62,10 @@ def test_api_lists_the_contract(client):
     assert names("/canny") == ["image", "low", "high"]
     assert names("/controlnet")[:10] == ["image", "prompt", "negative_prompt", "low", "high", "conditioning_scale",
                                          "steps", "guidance_scale", "seed", "scheduler"]
+    default = lambda e, name: next(p["parameter_default"] for p in info[e]["parameters"]  # noqa: E731
+                                   if p["parameter_name"] == name)
+    assert default("/controlnet", "guidance_scale") == DEFAULT_GUIDANCE == 3.0    # the ControlNet's own default
+    assert default("/inpaint", "guidance_scale") == 7.5                            # the text-to-image family's
 
 
 # ---- /inpaint -------------------------------------------------------------------------------------------------

@@ -305,6 +305,10 @@ def test_evaluation_runs_on_random_models_and_writes_the_card(ckpt, tmp_path):
     real = e["reference"]["real_render"]["colour_by_pair"]["held-out pairs"]
     assert real["n"] >= 2 and real["rate"] == 1.0              # every held-out scene names a held-out pair
     assert card.index("| 1 |") < card.index("| 0 |") and "Targets met: f1_at_1 " in card
+    assert e["settings"]["guidance_scale"] == 3.0 and "guidance 3 (the tab's default)" in card
+    other = m["edges_other_guidance"]["7.5"]                    # the same scenes at the text-to-image target's 7.5
+    assert set(other["scales"]) == {"1", "0"} and other["settings"]["guidance_scale"] == 7.5
+    assert card.index("Targets met:") < card.index("## The same scenes at guidance 7.5") < card.index("At guidance 7.5: f1_at_1 ")
     from playground.latent.controlnet_train import write_controlnet_card
     write_controlnet_card(ckpt / "tiny_sd_controlnet")                      # rebuilt from metrics.json alone
     assert (ckpt / "tiny_sd_controlnet" / "README.md").read_text() == card
