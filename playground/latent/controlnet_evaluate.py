@@ -108,8 +108,8 @@ def _cache_key(pipe: Any, steps: int, guidance: float, seed: int, size: int) -> 
 
 
 def generate(pipe: Any, plain: Any, prompts: Sequence[str], edges: Sequence[np.ndarray], scale: float,
-             steps: int = 25, guidance: float = DEFAULT_GUIDANCE, seed: int = 0, batch: int = 8, folder: Path | None = None,
-             progress: bool = True) -> tuple[list[np.ndarray], float]:
+             steps: int = 25, guidance: float = DEFAULT_GUIDANCE, seed: int = 0, batch: int = 8,
+             folder: Path | None = None, progress: bool = True) -> tuple[list[np.ndarray], float]:
     """One uint8 image per prompt at conditioning ``scale`` (prompt i from generator ``seed + i``); scale 0
     runs ``plain``. Cached in ``folder`` as :func:`.evaluate.generate_images` (which this calls) does.
     Returns (images, seconds)."""
@@ -260,6 +260,12 @@ def evaluate_and_card(checkpoints: Path, n: int = 200, scales: Sequence[float] =
     return metrics
 
 
+def _verdicts(result: dict[str, Any]) -> str:
+    """"f1_at_1 yes, f1_at_0 yes, colour_at_1 no" from a result's ``targets_met`` ("" without one)."""
+    met = result.get("targets_met") or {}
+    return ", ".join(f"{k} {'yes' if met[k] else 'no'}" for k in TARGETS if k in met)
+
+
 def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
     """The model card's figures, as Markdown sections, from ``metrics.json`` alone."""
     sections: dict[str, str] = {}
@@ -272,8 +278,7 @@ def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
                            ("same_caption_other_layout", "same caption, other layout (chance)")):
             if key in ref:
                 rows.append({"conditioning scale": label, **ref[key]})
-        met = edges.get("targets_met") or {}
-        verdicts = ", ".join(f"{k} {'yes' if met[k] else 'no'}" for k in TARGETS if k in met)
+        verdicts = _verdicts(edges)
         guidance = float((edges.get("settings") or {}).get("guidance_scale", DEFAULT_GUIDANCE))
         sections["Edge fidelity (held-out scenes)"] = (EDGES_NOTE.format(guidance=f"{guidance:g}") + "\n\n"
                                                        + markdown_table({"rows": rows})
@@ -281,8 +286,7 @@ def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
         for g, other in (metrics.get("edges_other_guidance") or {}).items():
             o_rows = [{"conditioning scale": k, **row}
                       for k, row in sorted(other["scales"].items(), key=lambda kv: -float(kv[0]))]
-            o_met = other.get("targets_met") or {}
-            o_verdicts = ", ".join(f"{k} {'yes' if o_met[k] else 'no'}" for k in TARGETS if k in o_met)
+            o_verdicts = _verdicts(other)
             sections[f"The same scenes at guidance {g}"] = (
                 OTHER_GUIDANCE_NOTE.format(guidance=g) + "\n\n" + markdown_table({"rows": o_rows})
                 + (f"\n\nAt guidance {g}: {o_verdicts}" if o_verdicts else ""))
@@ -297,8 +301,8 @@ def card_sections(metrics: dict[str, Any]) -> dict[str, str]:
 EDGES_NOTE = ("Control = Canny edges (100/200) of a `split=\"test\"` scene (a colour-shape pair never seen in "
               "training), prompt = its caption; one image per scene per conditioning scale (25 DPM-Solver++ "
               "steps, guidance {guidance} (the tab's default), scene i seeded i at every scale; scale 0 = the plain "
-              "text-to-image pipeline). Edge F1: precision = share of the result's Canny edge pixels within 2 px of a control "
-              "edge, recall = share of control edge pixels within 2 px of a result edge, averaged over scenes. "
+              "text-to-image pipeline). Edge F1: precision = share of the result's Canny edge pixels within 2 px of a "
+              "control edge, recall = share of control edge pixels within 2 px of a result edge, averaged over scenes. "
               "Colour / shape / all: the scene checker reading the prompt's attributes back. Targets: F1 ≥ 0.7 "
               "at scale 1, ≤ 0.3 at scale 0; colour ≥ 90 % at scale 1. Reproduce: "
               "`python -m playground evaluate controlnet`.")

@@ -13,13 +13,13 @@ from .common import md, show, user_errors
 from .inpaint_tab import EXAMPLE_SEEDS, example_scene
 from .txt2img_tab import clock, display_scale, notices_text, result_image, sampling_controls, upload_image
 
-INTRO = """
+INTRO = f"""
 ### ControlNet: draw the layout, let the prompt paint it
 Upload a picture (or use a generated one, or draw lines): its **Canny edges** become the control image.
 The model keeps the edges and paints what the prompt says — change the colours in the prompt and the
 shapes stay where the edges are. Conditioning scale 0 turns the control off: exactly the plain model.
-The guidance scale starts at 3, not the text-to-image tab's 7.5: the edges already fix the layout, and
-at 3 the colours come out right more often (measured in the ControlNet's model card).
+The guidance scale starts at {DEFAULT_GUIDANCE:g}, not the text-to-image tab's 7.5: the edges already fix the
+layout, and there the colours come out right more often (measured in the ControlNet's model card).
 """
 
 EQ_CONTROLNET = r"""
