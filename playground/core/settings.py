@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from .presets import get_preset
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,9 +47,12 @@ class Settings:
     torch_threads: int = 0                    # PLAYGROUND_TORCH_THREADS (0 = torch default)
     concurrency: int = 4                      # PLAYGROUND_CONCURRENCY: queue workers per event
     live_workers: int = 4                     # PLAYGROUND_LIVE_WORKERS: live 2-D GAN runs playing at once
-    txt2img_model: str = ""                   # PLAYGROUND_TXT2IMG_MODEL (Hub id, GPU hosts)
+    preset: str = ""                          # PLAYGROUND_PRESET: sd15 | sd21 | sdxl (core/presets.py)
+    txt2img_model: str = ""                   # PLAYGROUND_TXT2IMG_MODEL (Hub id or folder, GPU hosts)
     inpaint_model: str = ""                   # PLAYGROUND_INPAINT_MODEL
     controlnet_model: str = ""                # PLAYGROUND_CONTROLNET_MODEL
+    vae_model: str = ""                       # PLAYGROUND_VAE_MODEL: replaces the pipelines' VAE (fp16-safe)
+    zero_gpu: bool = False                    # SPACES_ZERO_GPU (set by Hugging Face on ZeroGPU hardware)
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -59,6 +64,11 @@ class Settings:
         device = env.get("PLAYGROUND_DEVICE", "").strip().lower() or "auto"
         if device not in {"auto", "cpu", "cuda", "mps"}:
             raise ValueError(f"PLAYGROUND_DEVICE must be one of auto, cpu, cuda, mps; got {device!r}")
+        preset = get_preset(env.get("PLAYGROUND_PRESET", ""))
+
+        def model(name: str, default: str) -> str:       # a variable overrides the preset's entry
+            return env.get(name, "").strip() or default
+
         return cls(
             device=device,
             checkpoints_dir=Path(ckpt) if ckpt else REPO_ROOT / "checkpoints",
@@ -67,9 +77,12 @@ class Settings:
             torch_threads=_env_int(env, "PLAYGROUND_TORCH_THREADS", 0),
             concurrency=max(1, _env_int(env, "PLAYGROUND_CONCURRENCY", 4)),
             live_workers=max(1, _env_int(env, "PLAYGROUND_LIVE_WORKERS", 4)),
-            txt2img_model=env.get("PLAYGROUND_TXT2IMG_MODEL", "").strip(),
-            inpaint_model=env.get("PLAYGROUND_INPAINT_MODEL", "").strip(),
-            controlnet_model=env.get("PLAYGROUND_CONTROLNET_MODEL", "").strip(),
+            preset=preset.family if preset else "",
+            txt2img_model=model("PLAYGROUND_TXT2IMG_MODEL", preset.txt2img if preset else ""),
+            inpaint_model=model("PLAYGROUND_INPAINT_MODEL", preset.inpaint if preset else ""),
+            controlnet_model=model("PLAYGROUND_CONTROLNET_MODEL", preset.controlnet if preset else ""),
+            vae_model=model("PLAYGROUND_VAE_MODEL", preset.vae if preset else ""),
+            zero_gpu=env.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"),
         )
 
 

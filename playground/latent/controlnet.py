@@ -59,6 +59,7 @@ from ..core.images import with_params
 from ..core.service import Service
 from ..core.settings import Settings
 from ..diffusion.sampler import _DIFFUSERS_IMPORT
+from .hub import family, fetch
 from .service import BUILTIN, DEFAULT_SCHEDULER, GenRequest, HubFallback, LoadedSD, Txt2ImgService, to_rgb
 
 log = logging.getLogger("playground")
@@ -76,7 +77,8 @@ DEFAULT_GUIDANCE = 3.0
 OVERLAY_COLOUR = (0, 255, 255)              # cyan: none of the scenes' six hues
 EDGES_ALPHA = 0.85                          # how opaque the overlaid edges are
 # the text-to-image pipeline classes that have a ControlNet counterpart built from the same parts
-CONTROLNET_PIPELINES = {"StableDiffusionPipeline": "StableDiffusionControlNetPipeline"}
+CONTROLNET_PIPELINES = {"StableDiffusionPipeline": "StableDiffusionControlNetPipeline",
+                        "StableDiffusionXLPipeline": "StableDiffusionXLControlNetPipeline"}
 
 
 # ------------------------------------------------------------------------------------ Canny
@@ -197,6 +199,25 @@ class ControlNetService(HubFallback, Service):
         self.txt2img = txt2img
         self._init_hub_note()
 
+    def hub_models(self) -> list[tuple[str, str]]:
+        hub, base = self.settings.controlnet_model, self.settings.txt2img_model
+        return [(f"controlnet/hub/{hub}/{base}", hub)] if hub and base else []
+
+    def config_note(self) -> str:
+        """Set when the text-to-image model is a configured one but no ControlNet is."""
+        if self.settings.txt2img_model and not self.settings.controlnet_model:
+            return (f"No ControlNet is configured (PLAYGROUND_CONTROLNET_MODEL): the built-in 64 px `{NAME}` on "
+                    f"`{BUILTIN}` serves this tab.")
+        return ""
+
+    def header_note(self) -> str:
+        """What is loading (the base model too), why a configured model is not served, or which built-in model
+        serves because none is configured; "" when the configured pair serves."""
+        notes = [self.txt2img.header_note() if self.settings.controlnet_model else "", super().header_note()]
+        if self.config_note():
+            notes.append(f"> ⚠ {self.config_note()}")
+        return "\n\n".join(dict.fromkeys(n for n in notes if n))
+
     # ---- models ----------------------------------------------------------------------------------
     @property
     def folder(self) -> Path:
@@ -216,8 +237,8 @@ class ControlNetService(HubFallback, Service):
 
     def _not_used(self, reason: str) -> None:
         hub = self.settings.controlnet_model
-        self._fail_hub(f"The configured ControlNet {hub!r} is not used: {reason}. Serving the built-in tiny "
-                       "ControlNet instead.", f"PLAYGROUND_CONTROLNET_MODEL={hub}: {reason}")
+        self._fail_hub(f"The configured ControlNet {hub!r} is not used: {reason}. The built-in 64 px `{NAME}` on "
+                       f"`{BUILTIN}` serves instead.", f"PLAYGROUND_CONTROLNET_MODEL={hub}: {reason}")
 
     def model(self) -> LoadedControl:
         """The ControlNet and its base, loaded once: the Hub ControlNet of ``settings.controlnet_model`` on
@@ -236,8 +257,11 @@ class ControlNetService(HubFallback, Service):
                     self._not_used("the Hub base model could not be loaded " + (f"({self.txt2img.model_note})"
                                                                               if self.txt2img.model_note else ""))
             if base is not None and not base.builtin:
+                key = f"controlnet/hub/{hub}/{base.model}"
+                if self._deferred and key not in self.registry and not self._in_loader():
+                    raise UserInputError(self.loading_message())
                 try:
-                    return self.registry.get(f"controlnet/hub/{hub}/{base.model}", lambda: self._load_hub(hub, base))
+                    return self.registry.get(key, lambda: self._load_hub(hub, base))
                 except Exception as exc:  # noqa: BLE001 - any failure: say so and serve the built-in model
                     self._not_used(f"it could not be loaded ({type(exc).__name__}: {str(exc)[:300]})")
         if not self.builtin_present():
@@ -293,7 +317,13 @@ class ControlNetService(HubFallback, Service):
         if pipe_name is None:
             raise ValueError(f"no ControlNet pipeline for a {type(base.pipe).__name__} base "
                              f"(supported: {', '.join(CONTROLNET_PIPELINES)})")
-        cn = classes["ControlNetModel"].from_pretrained(model_id, dtype=base.pipe.unet.dtype, use_safetensors=True)
+        folder, variant = fetch(model_id, base.pipe.unet.dtype, self._say(model_id))
+        cn = classes["ControlNetModel"].from_pretrained(folder, dtype=base.pipe.unet.dtype, use_safetensors=True,
+                                                        variant=variant)
+        if family(cn.config) != base.family:
+            names = {"sdxl": "an SDXL", "sd": "an SD 1.x/2.x"}
+            raise ValueError(f"it is {names[family(cn.config)]} ControlNet, but the base model {base.model!r} is "
+                             f"{names[base.family]} model (set a ControlNet of the base's family)")
         cn = cn.to(self.device).eval().requires_grad_(False)
         _check_compatible(cn, base)
         log.info("controlnet: loaded %s on %s", model_id, base.model)
@@ -306,6 +336,9 @@ class ControlNetService(HubFallback, Service):
         if not self.available():
             return
         try:
+            self.load_in_background(self.model)
+            if self.settings.zero_gpu:
+                return
             size = self.image_size()
             img = Image.new("RGB", (size, size), "white")
             img.paste((255, 0, 0), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
@@ -316,11 +349,11 @@ class ControlNetService(HubFallback, Service):
             log.exception("controlnet warm-up failed")
 
     def image_size(self) -> int:
-        """The side of the control image: the served base model's, without loading anything (a model not
-        loaded yet counts as the built-in one, 64)."""
-        hub = self.settings.txt2img_model
-        if hub and self._hub_configured() and f"txt2img/hub/{hub}" in self.registry:
-            return self.registry.get(f"txt2img/hub/{hub}", lambda: None).image_size
+        """The side of the control image: the served base model's. With a configured ControlNet pair that is
+        still loading in the background, a :class:`UserInputError` says so (the preview would otherwise change
+        size once it is loaded); without one, the built-in model's 64 px, read without loading anything."""
+        if self._hub_configured() and self.settings.txt2img_model:
+            return self.model().image_size
         return BUILTIN_SIZE
 
     # ---- validation ------------------------------------------------------------------------------
@@ -349,8 +382,8 @@ class ControlNetService(HubFallback, Service):
     # ---- Canny preview ---------------------------------------------------------------------------
     def canny(self, image: Any, low: Any = DEFAULT_LOW, high: Any = DEFAULT_HIGH) -> dict[str, Any]:
         """The live preview: ``image`` (upload, array, file, or a Gradio ImageEditor value = a drawn sketch)
-        centre-cropped to a square and resized to the model's side, then :func:`canny_edges`. Loads no
-        model. Returns ``{"edges": PIL "L" (255 = edge), "notices", "seconds", "edge_pixels", "size"}``."""
+        centre-cropped to a square and resized to the served model's side (:meth:`image_size`), then
+        :func:`canny_edges`; runs no network. Returns ``{"edges": PIL "L" (255 = edge), "notices", "seconds", "edge_pixels", "size"}``."""
         start = time.perf_counter()
         lo, hi, notices = check_thresholds(low, high)          # before the image: cheap errors first
         size = self.image_size()
@@ -394,9 +427,9 @@ class ControlNetService(HubFallback, Service):
         rgb, notes = t.prepare_image(image, served.image_size)
         edges, more = canny_edges(rgb, lo, hi)
         notices += notes + more
-        notices += t._notices(base, prompt, negative, guidance)
-        if self.model_note:
-            notices.append(self.model_note)
+        notices += t._notices(base, prompt, negative, guidance) if self.settings.controlnet_model else \
+            [n for n in t._notices(base, prompt, negative, guidance) if n != t.model_note]
+        notices += [n for n in (self.model_note, self.config_note()) if n]
         if scale == 0:
             notices.append("Conditioning scale 0: the ControlNet's residuals are multiplied by 0 — this is the "
                            "plain text-to-image model.")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,8 @@ from ..core.registry import ModelRegistry
 from ..core.service import Service
 from ..core.settings import Limits, Settings
 from ..diffusion.sampler import _DIFFUSERS_IMPORT
-from .service import DEFAULT_SCHEDULER, GenRequest, HubFallback, LoadedSD, Txt2ImgService, place_pipeline, to_rgb
+from .hub import load_pipeline
+from .service import DEFAULT_SCHEDULER, GenRequest, HubFallback, LoadedSD, Txt2ImgService, to_rgb
 
 log = logging.getLogger("playground")
 
@@ -295,6 +295,10 @@ def make_inpaint_unet(unet: Any) -> Any:
 
 # ============================================================================ the service
 
+def _family_name(fam: str) -> str:
+    return "an SDXL model" if fam == "sdxl" else "an SD 1.x/2.x model"
+
+
 class InpaintService(HubFallback, Service):
     """Inpainting with either method, on top of :class:`Txt2ImgService` (its validation, its streamed
     pipeline runner, its base model for the blending method)."""
@@ -304,6 +308,28 @@ class InpaintService(HubFallback, Service):
         super().__init__(settings or txt2img.settings, registry or txt2img.registry)
         self.txt2img = txt2img
         self._init_hub_note()
+
+    def hub_models(self) -> list[tuple[str, str]]:
+        hub = self.settings.inpaint_model
+        return [(f"inpaint/hub/{hub}", hub)] if hub else []
+
+    def _fallback_text(self) -> str:
+        return f"the built-in 64 px inpainting model `{NAME}`"
+
+    def header_note(self) -> str:
+        """As :meth:`HubFallback.header_note`, plus what the blending method's base model is doing and which
+        built-in model serves when only the text-to-image model is configured."""
+        notes = [n for n in (super().header_note(), self.txt2img.header_note()) if n]
+        if self.config_note():
+            notes.append(f"> ⚠ {self.config_note()}")
+        return "\n\n".join(dict.fromkeys(notes))
+
+    def config_note(self) -> str:
+        """Set when the text-to-image model is a configured one but no inpainting model is."""
+        if self.settings.txt2img_model and not self.settings.inpaint_model:
+            return (f"No inpainting model is configured (PLAYGROUND_INPAINT_MODEL): the 9-channel method is served "
+                    f"by the built-in 64 px `{NAME}`; latent blending uses the text-to-image model.")
+        return ""
 
     # ---- models --------------------------------------------------------------------------------
     @property
@@ -337,7 +363,8 @@ class InpaintService(HubFallback, Service):
             try:
                 return self.nine_model().image_size
             except UserInputError:
-                pass
+                if self.loading():
+                    raise
         for folder, present in ((self.folder, self.builtin_present()),
                                 (self.txt2img.folder, self.txt2img.builtin_present())):
             if present and not (folder == self.txt2img.folder and self.settings.txt2img_model):
@@ -374,16 +401,14 @@ class InpaintService(HubFallback, Service):
         return LoadedSD(pipe, cls, NAME, True, scheduler_classes=classes)
 
     def _load_hub(self, model_id: str) -> LoadedSD:
-        """A Hub (or local) diffusers inpainting pipeline: fp16 on CUDA, safetensors only, never remote code;
-        model CPU offload with < 6 GiB of free GPU memory (runs then serialised), attention slicing < 12 GiB."""
+        """A Hub (or local) diffusers inpainting pipeline (:func:`.hub.load_pipeline`: fp16 on CUDA with the
+        fp16 weights where the repository has them, safetensors only, never remote code, the configured VAE;
+        model CPU offload (runs then serialised) or attention slicing with little free GPU memory)."""
         classes = self._classes("AutoPipelineForInpainting")
-        cuda = self.device.type == "cuda"
-        pipe = classes["AutoPipelineForInpainting"].from_pretrained(
-            model_id, dtype=torch.float16 if cuda else torch.float32, use_safetensors=True)
-        pipe.set_progress_bar_config(disable=True)
-        offload = place_pipeline(pipe, self.device)
+        pipe, offload = load_pipeline(classes["AutoPipelineForInpainting"], model_id, self.device,
+                                      self.settings.vae_model, self._say(model_id), self.settings.zero_gpu)
         log.info("inpaint: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
-        return LoadedSD(pipe, type(pipe), model_id, False, offload, threading.Lock() if offload else None, classes)
+        return LoadedSD(pipe, type(pipe), model_id, False, offload, scheduler_classes=classes)
 
     def _blend_pipeline_class(self, base: LoadedSD) -> type:
         """The inpainting pipeline class for the text-to-image pipeline ``base`` (SD 1.x/2.x:
@@ -403,7 +428,12 @@ class InpaintService(HubFallback, Service):
         return m, m.fresh(scheduler, cls=self._blend_pipeline_class(m))
 
     def warmup(self) -> None:
-        """Load the available models and run two tiny steps of each method (first-call set-up)."""
+        """Load the available models (as the background loader: see :class:`HubFallback`) and run two tiny
+        steps of each method (first-call set-up). On ZeroGPU the main process has no GPU: load only."""
+        if self.nine_available():
+            self.load_in_background(self.nine_model)
+        if self.settings.zero_gpu:
+            return
         img = Image.new("RGB", (64, 64), (255, 255, 255))
         mask = Image.new("L", (64, 64), 0)
         mask.paste(255, (16, 16, 48, 48))
@@ -438,6 +468,21 @@ class InpaintService(HubFallback, Service):
         out += t._prompt_notices(m, prompt, "prompt")
         if negative:
             out += t._prompt_notices(m, negative, "negative prompt")
+        return out
+
+    def _model_notices(self, method: str, m: LoadedSD) -> list[str]:
+        """Which model serves this method when it is not the configured one, in every answer."""
+        if method == METHOD_BLEND:
+            return [self.txt2img.model_note] if self.txt2img.model_note else []
+        out = [n for n in (self.model_note, self.config_note()) if n]
+        t = self.txt2img
+        if (not m.builtin and t.settings.txt2img_model and not t._hub_failed
+                and f"txt2img/hub/{t.settings.txt2img_model}" in self.registry):
+            base = t.model()
+            if not base.builtin and base.family != m.family:
+                out.append(f"The inpainting model {m.model!r} is {_family_name(m.family)} but the text-to-image "
+                           f"model {base.model!r} is {_family_name(base.family)}: the two methods use different "
+                           "model families.")
         return out
 
     # ---- inpainting --------------------------------------------------------------------------------
@@ -486,8 +531,7 @@ class InpaintService(HubFallback, Service):
             notices.append("The painted area lies outside the centre square that was kept: nothing will change.")
         soft = prepare_mask(fitted, blur, dilate)
         mask_l = mask_image(soft)
-        if method == METHOD_NINE and self.model_note:
-            notices.append(self.model_note)
+        notices += self._model_notices(method, m)
         req = GenRequest(prompt, negative, steps, guidance, seed, scheduler, 1)
         params = req.params(m.model, kind="inpaint", seed=seed, strength=strength, method=method,
                             mask_blur=blur, dilate=dilate, padding=padding)

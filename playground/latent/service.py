@@ -33,6 +33,7 @@ previews are throttled in time (``preview_seconds``) and turned off when the par
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -55,6 +56,7 @@ from ..core.errors import UserInputError
 from ..core.images import PARAMS_KEY, make_grid, read_params, to_pil, with_params
 from ..core.service import Service
 from ..diffusion.sampler import _DIFFUSERS_IMPORT   # one lock: diffusers' lazy import is not thread-safe
+from .hub import family, load_pipeline, vae_needs_upcast
 
 log = logging.getLogger("playground")
 
@@ -95,12 +97,31 @@ class LoadedSD:
     model: str                        # "tiny_sd" or the Hub id, as written into PNGs
     builtin: bool
     offload: bool = False             # parts move CPU <-> GPU per call: runs are serialised
-    run_lock: threading.Lock | None = None
+    # Runs of this model are serialised (re-entrant: our own decodes inside a run take it again) when the parts
+    # move (offload) or when the shared VAE changes dtype mid-run: an fp16 VAE with ``force_upcast`` (SDXL's
+    # own) is cast to float32 for every encode / decode by the pipelines, and back.
+    run_lock: threading.RLock | None = None
     scheduler_classes: dict[str, type] = field(default_factory=dict)
     # A fast tokenizer re-configures its Rust backend (padding, truncation) on every call, so two threads
     # tokenizing at once can get each other's settings (seen: concurrent identical requests gave different
     # pictures). Every use of the tokenizers — the pipeline's encode_prompt, our prompt checks — holds this.
     text_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        if self.run_lock is None and (self.offload or vae_needs_upcast(self.pipe.vae)):
+            self.run_lock = threading.RLock()
+
+    @property
+    def family(self) -> str:
+        """"sdxl" (added conditions, two text encoders) or "sd" (SD 1.x / 2.x and our tiny_sd)."""
+        return family(self.pipe.unet.config)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """:func:`decode_latents` with this model's VAE, under its run lock when it has one."""
+        if self.run_lock is None:
+            return decode_latents(self.pipe, latents)
+        with self.run_lock:
+            return decode_latents(self.pipe, latents)
 
     def scheduler(self, name: str) -> Any:
         cls_name, overrides = SCHEDULERS[name]
@@ -114,6 +135,9 @@ class LoadedSD:
         cls = cls or (self.img2img_cls if img2img else type(self.pipe))
         params = inspect.signature(cls.__init__).parameters
         parts = {k: v for k, v in self.pipe.components.items() if k in params}
+        # registered settings too (SDXL: force_zeros_for_empty_prompt, requires_aesthetics_score)
+        parts.update({k: v for k, v in self.pipe.config.items() if k in params and k not in parts
+                      and not k.startswith("_") and not isinstance(v, (list, tuple))})
         parts.update(replace)
         parts["scheduler"] = self.scheduler(name)
         if "requires_safety_checker" in params:
@@ -199,13 +223,21 @@ def as_noise(x_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor | 
 
 def decode_latents(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     """D(z / scaling_factor) as an (n, 3, H, W) CPU float tensor in [0, 1]; through the pipeline's
-    safety checker when it has one (Hub models)."""
+    safety checker when it has one (Hub models). A float16 VAE with ``force_upcast`` (SDXL's own) decodes
+    in float32, as the pipelines do, and is cast back; callers serialise that (:meth:`LoadedSD.decode`)."""
     vae = pipe.vae
-    z = latents.to(vae.dtype) / vae.config.scaling_factor
-    shift = getattr(vae.config, "shift_factor", None)
-    if shift:
-        z = z + shift
-    image = vae.decode(z, return_dict=False)[0].clamp(-1, 1)
+    upcast = vae_needs_upcast(vae)
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        z = latents.to(vae.dtype) / vae.config.scaling_factor
+        shift = getattr(vae.config, "shift_factor", None)
+        if shift:
+            z = z + shift
+        image = vae.decode(z, return_dict=False)[0].clamp(-1, 1)
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
     if getattr(pipe, "safety_checker", None) is not None and hasattr(pipe, "run_safety_checker"):
         image, _ = pipe.run_safety_checker(image, image.device, image.dtype)
         image = torch.as_tensor(image)
@@ -275,14 +307,50 @@ class GenRequest:
 
 
 # ------------------------------------------------------------------------------------- service
+_LOADER = threading.local()            # set in the thread that loads Hub models in the background
+
+
 class HubFallback:
-    """What the services of the text-to-image family share about a configured Hub model: it is tried once;
-    when it cannot be used, :attr:`model_note` says why (shown in the tab) and the built-in model serves."""
+    """What the services of the text-to-image family share about configured Hub models.
+
+    - **Loading in the background.** After :meth:`defer_hub_loading` (the app calls it before it listens), a
+      configured model is loaded only by :meth:`load_in_background` (the start-up warm-up thread); until it
+      is ready every request that needs it gets a :class:`UserInputError` saying "Loading … (downloading n of
+      m files)", and :meth:`header_note` says the same in the tab. Without the call (tests, scripts) the
+      first request loads it, as before.
+    - **Falling back.** A configured model that cannot be used is tried once; :attr:`model_note` then says
+      why and which model serves instead, in the tab's header and in every answer of the tab."""
 
     def _init_hub_note(self) -> None:
         self.model_note = ""            # why a configured Hub model is not the one being served
         self._hub_failed = False        # a Hub model that failed is not retried per request
         self._note_lock = threading.Lock()
+        self._deferred = False          # Hub models load only in the background thread
+        self.progress: dict[str, str] = {}     # Hub model id -> what its loading is doing now
+
+    def defer_hub_loading(self) -> None:
+        self._deferred = True
+
+    def hub_models(self) -> list[tuple[str, str]]:
+        """(registry key, model id) of the configured models this service loads itself (override)."""
+        return []
+
+    def loading(self) -> list[str]:
+        """The configured models still loading, as "`model` (what its loading is doing)"."""
+        if not self._deferred or self._hub_failed:
+            return []
+        return [f"`{mid}` ({self.progress.get(mid, 'waiting for its turn')})" for key, mid in self.hub_models()
+                if key not in self.registry]           # type: ignore[attr-defined]
+
+    def loading_message(self) -> str:
+        return ("Loading " + ", ".join(self.loading()) + ". This tab answers as soon as it is ready; the other "
+                "tabs work meanwhile.")
+
+    def header_note(self) -> str:
+        """The tab header's note: what is loading, or why a configured model is not served (else "")."""
+        if self.loading():
+            return f"> ⏳ {self.loading_message()}"
+        return f"> ⚠ {self.model_note}" if self.model_note else ""
 
     def _fail_hub(self, note: str, log_line: str) -> None:
         with self._note_lock:
@@ -291,33 +359,45 @@ class HubFallback:
                 self.model_note = note
                 log.error(log_line)
 
+    def _say(self, model_id: str) -> Callable[[str], None]:
+        """A progress callback that records what ``model_id``'s loading is doing."""
+        def say(text: str) -> None:
+            self.progress[model_id] = text
+            log.info("%s: %s", model_id, text)
+        return say
+
     def _try_hub(self, key: str, model_id: str, loader: Callable[[], Any], what: str, env: str) -> Any | None:
-        """The Hub model ``model_id`` loaded once through the registry, or None (and a note) if it fails."""
+        """The Hub model ``model_id`` loaded once through the registry, or None (and a note) if it fails. While
+        it loads in the background, a :class:`UserInputError` says so."""
         if not model_id or self._hub_failed:
             return None
+        if self._deferred and key not in self.registry and not self._in_loader():  # type: ignore[attr-defined]
+            raise UserInputError(self.loading_message())
         try:
             return self.registry.get(key, loader)   # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - any failure: say so and serve the built-in model
             self._fail_hub(f"The configured {what} {model_id!r} could not be loaded ({type(exc).__name__}: "
-                           f"{str(exc)[:300]}); serving the built-in tiny model instead.",
+                           f"{str(exc)[:300]}); {self._fallback_text()} serves instead.",
                            f"{env}={model_id} failed to load: {exc}")
             return None
 
+    def _fallback_text(self) -> str:
+        return f"the built-in 64 px model `{BUILTIN}`"
 
-def place_pipeline(pipe: Any, device: torch.device) -> bool:
-    """Put a Hub pipeline on ``device``; on CUDA with little free memory, model CPU offload (< 6 GiB free:
-    returns True, runs must then be serialised) or attention slicing (< 12 GiB)."""
-    if device.type != "cuda":
-        pipe.to(device)
-        return False
-    free, _ = torch.cuda.mem_get_info(device)
-    if free < 6 * 2**30:
-        pipe.enable_model_cpu_offload(device=device)
-        return True
-    pipe.to(device)
-    if free < 12 * 2**30:
-        pipe.enable_attention_slicing()
-    return False
+    @staticmethod
+    def _in_loader() -> bool:
+        return bool(getattr(_LOADER, "active", False))
+
+    @staticmethod
+    def load_in_background(load: Callable[[], Any]) -> None:
+        """Run ``load`` (which asks for the service's models) as the background loader."""
+        _LOADER.active = True
+        try:
+            load()
+        except UserInputError:
+            pass
+        finally:
+            _LOADER.active = False
 
 
 class Txt2ImgService(HubFallback, Service):
@@ -326,6 +406,10 @@ class Txt2ImgService(HubFallback, Service):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_hub_note()
+
+    def hub_models(self) -> list[tuple[str, str]]:
+        hub = self.settings.txt2img_model
+        return [(f"txt2img/hub/{hub}", hub)] if hub else []
 
     # ---- the model ---------------------------------------------------------------------------
     @property
@@ -368,23 +452,25 @@ class Txt2ImgService(HubFallback, Service):
         return LoadedSD(pipe, classes["StableDiffusionImg2ImgPipeline"], BUILTIN, True, scheduler_classes=classes)
 
     def _load_hub(self, model_id: str) -> LoadedSD:
-        """A Hub (or local) diffusers text-to-image pipeline: fp16 on CUDA, safetensors only, never remote
-        code. With little free GPU memory: model CPU offload (< 6 GiB free) or attention slicing (< 12 GiB)."""
+        """A Hub (or local) diffusers text-to-image pipeline (:func:`.hub.load_pipeline`: fp16 on CUDA with
+        the fp16 weights where the repository has them, safetensors only, never remote code, the configured
+        VAE; model CPU offload or attention slicing with little free GPU memory)."""
         classes = self._classes("AutoPipelineForText2Image", "AutoPipelineForImage2Image")
-        cuda = self.device.type == "cuda"
-        dtype = torch.float16 if cuda else torch.float32
-        pipe = classes["AutoPipelineForText2Image"].from_pretrained(model_id, dtype=dtype, use_safetensors=True)
-        pipe.set_progress_bar_config(disable=True)
-        offload = place_pipeline(pipe, self.device)
+        pipe, offload = load_pipeline(classes["AutoPipelineForText2Image"], model_id, self.device,
+                                      self.settings.vae_model, self._say(model_id), self.settings.zero_gpu)
         img2img = type(classes["AutoPipelineForImage2Image"].from_pipe(pipe))
         log.info("txt2img: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
-        return LoadedSD(pipe, img2img, model_id, False, offload, threading.Lock() if offload else None, classes)
+        return LoadedSD(pipe, img2img, model_id, False, offload, scheduler_classes=classes)
 
     def warmup(self) -> None:
-        """Load the model and run two tiny steps (first-call set-up) so no visitor waits for it."""
+        """Load the model (as the background loader: see :class:`HubFallback`) and run two tiny steps
+        (first-call set-up) so no visitor waits for it. On ZeroGPU the main process has no GPU: load only."""
         if not self.available():
             return
         try:
+            self.load_in_background(self.model)
+            if self.settings.zero_gpu:
+                return
             for _ in self.txt2img("a red circle", "", 2, 2.0, 0, DEFAULT_SCHEDULER, 1, preview_seconds=0.0):
                 pass
         except UserInputError:
@@ -392,12 +478,18 @@ class Txt2ImgService(HubFallback, Service):
         except Exception:  # noqa: BLE001 - runs in a background thread at start-up: log, never crash
             log.exception("text-to-image warm-up failed")
 
-    def pipeline_info(self) -> dict[str, Any]:
+    def pipeline_info(self) -> dict[str, Any] | None:
         """The served pipeline's tensor shapes and sizes, for the lesson's diagram. For the built-in model
         they are read from the folder's config files and safetensors headers, without loading anything
-        (the tab is built at start-up while the model still loads in the background)."""
+        (the tab is built at start-up while the model still loads in the background); None while a
+        configured Hub model is still loading in the background."""
         if self.settings.txt2img_model and not self._hub_failed:
-            m = self.model()
+            try:
+                m = self.model()
+            except UserInputError:
+                if self.loading():
+                    return None
+                raise
             if not m.builtin:
                 return self._info_from_pipe(m)
         if not self.builtin_present():
@@ -511,7 +603,7 @@ class Txt2ImgService(HubFallback, Service):
         return GenRequest(prompt, negative, steps, guidance, seed, scheduler, n, tuple(notices))
 
     def _notices(self, m: LoadedSD, prompt: str, negative: str, guidance: float) -> list[str]:
-        notices: list[str] = []
+        notices: list[str] = [self.model_note] if self.model_note else []
         if not prompt.strip():
             notices.append("Empty prompt: the model draws unconditionally — whatever it learned to make "
                            "without a caption." + (" With an empty negative prompt too, guidance has nothing "
@@ -549,7 +641,7 @@ class Txt2ImgService(HubFallback, Service):
             preview = None
             if previews and (i + 1 == total or i == 0 or now - last_preview >= preview_seconds):
                 d0 = time.perf_counter()
-                preview = decode_latents(p, rec.x0)
+                preview = m.decode(rec.x0)
                 decode_time[0] += time.perf_counter() - d0
                 last_preview = time.perf_counter()
             elapsed = time.perf_counter() - start
@@ -633,7 +725,7 @@ class Txt2ImgService(HubFallback, Service):
                 images = []
                 if rec.x0 is not None:
                     with torch.inference_mode():
-                        x0 = decode_latents(pipe, rec.x0)
+                        x0 = m.decode(rec.x0)
                     images = [with_params(to_pil(x), req.params(m.model, seed=req.seed + i, base_seed=req.seed,
                                                                 index=i, stopped_at=rec.steps, request=request_id))
                               for i, x in enumerate(x0)]
@@ -673,21 +765,29 @@ class Txt2ImgService(HubFallback, Service):
         model; the combination is the same); with ``stop_at`` None runs to the end and returns
         the final latents."""
         pipe = m.fresh(scheduler)
-        if getattr(pipe.unet.config, "addition_embed_type", None) or not hasattr(pipe, "encode_prompt"):
-            raise UserInputError("The one-step CFG view supports Stable Diffusion 1.x/2.x pipelines only.")
         device = pipe._execution_device
-        cond, uncond = pipe.encode_prompt(prompt, device, 1, True, negative or None)
+        side = m.image_size
+        added = None                              # SDXL's added conditions (Podell et al. 2023, §2.2)
+        if m.family == "sdxl":
+            cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
+                prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=True,
+                negative_prompt=negative or None)
+            # (original size, crop top-left, target size): what the pipeline passes by default
+            time_ids = pipe._get_add_time_ids((side, side), (0, 0), (side, side), dtype=cond.dtype,
+                                              text_encoder_projection_dim=int(pipe.text_encoder_2.config.projection_dim))
+            added = {"text_embeds": torch.cat([uncond_pooled, pooled]).to(device),
+                     "time_ids": torch.cat([time_ids, time_ids]).to(device)}
+        else:
+            cond, uncond = pipe.encode_prompt(prompt, device, 1, True, negative or None)
         embeds = torch.cat([uncond, cond])
         sched = pipe.scheduler
         sched.set_timesteps(steps, device=device)
         gens = self._generators(seed, 1)          # as in the pipeline: one list for the noise and the steps
-        side = int(pipe.unet.config.sample_size)
-        latents = pipe.prepare_latents(1, int(pipe.unet.config.in_channels), side * pipe.vae_scale_factor,
-                                       side * pipe.vae_scale_factor, embeds.dtype, device, gens)
+        latents = pipe.prepare_latents(1, int(pipe.unet.config.in_channels), side, side, embeds.dtype, device, gens)
         extra = pipe.prepare_extra_step_kwargs(gens, 0.0)
         for i, t in enumerate(sched.timesteps):
             x_in = sched.scale_model_input(torch.cat([latents] * 2), t)
-            eps = pipe.unet(x_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            eps = pipe.unet(x_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
             eps_u, eps_c = eps.chunk(2)
             guided = eps_u + guidance * (eps_c - eps_u)
             if stop_at is not None and i == stop_at:
@@ -713,13 +813,13 @@ class Txt2ImgService(HubFallback, Service):
         m = self.model()
         notices = self._notices(m, prompt, negative, guidance)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), (m.run_lock or contextlib.nullcontext()):
             r = self._cfg_loop(m, prompt, negative, steps, seed, guidance, k)
             x_t, ab = r["x_t"], r["alpha_bar"]
             kind = r["pipe"].scheduler.config.prediction_type
             eps = {name: as_noise(x_t, r[name], ab, kind) for name in ("uncond", "cond", "guided")}
             x0 = {name: predicted_x0(x_t, e, ab) for name, e in eps.items()}
-            decoded = decode_latents(r["pipe"], torch.cat([x_t, *x0.values()]))
+            decoded = m.decode(torch.cat([x_t, *x0.values()]))
         pics = [to_pil(x) for x in decoded]
         direction = eps["cond"] - eps["uncond"]
         return {
@@ -787,7 +887,7 @@ class Txt2ImgService(HubFallback, Service):
                 result = info
         rec: StepRecorder = result["recorder"]
         with torch.inference_mode():
-            start_img = to_pil(decode_latents(pipe, rec.first_x_t)[0])
+            start_img = to_pil(m.decode(rec.first_x_t)[0])
         t_s = int(round(rec.first_t))
         sched = pipe.scheduler
         ab = float(sched.alphas_cumprod[min(max(t_s, 0), len(sched.alphas_cumprod) - 1)])
@@ -843,7 +943,7 @@ class Txt2ImgService(HubFallback, Service):
             parts.append("Ignored (invalid): " + "; ".join(f"{k}: {v}" for k, v in ignored.items()))
         if kind not in ("txt2img", "img2img"):
             parts.append("This picture was not made by the text-to-image tab: only matching fields were used.")
-        served = self.settings.txt2img_model or BUILTIN
+        served = BUILTIN if self._hub_failed else (self.settings.txt2img_model or BUILTIN)
         if model and model != served:
             parts.append(f"It was made by {model!r}; this server runs {served!r}, so the picture may differ.")
         return {"params": params, "ignored": ignored, "message": " ".join(parts), "model": model, "kind": kind}
