@@ -6,6 +6,10 @@ import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+# On ZeroGPU, `spaces` patches torch's CUDA entry points and must come before anything that could touch CUDA;
+# elsewhere its decorator is a no-op (playground/ui/gpu.py).
+import spaces  # noqa: E402, F401
+
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
@@ -38,6 +42,8 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     vae, gan, diffusion = VAEService(settings), GANService(settings), DiffusionService(settings)
     txt2img = Txt2ImgService(settings)
     inpaint, controlnet = InpaintService(txt2img, settings), ControlNetService(txt2img, settings)
+    for service in (txt2img, inpaint, controlnet):
+        service.defer_hub_loading()   # configured (Hub) models load after the server listens; tabs say "Loading …"
     vae.warmup()  # load every model now: no visitor's first request waits on loading
     gan.warmup()
     diffusion.warmup()

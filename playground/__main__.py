@@ -1,4 +1,4 @@
-"""Command line: ``python -m playground {train,sample,evaluate,bench} ...`` (each has ``--help``)."""
+"""Command line: ``python -m playground {train,sample,evaluate,bench,deploy} ...`` (each has ``--help``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from .core.presets import PRESETS
 from .core.settings import get_settings
 
 VAE_MODELS = ("ae", "vae2", "vae20", "bvae20", "convvae")
@@ -187,6 +188,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import deploy
+
+    return deploy(args.space_id, preset=args.preset, hardware=args.hardware, private=args.private,
+                  dry_run=args.dry_run)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -233,6 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--only", choices=("latent",), help="only the text-to-image family's served latencies "
                                                         "(/txt2img, /canny vs a no-op image endpoint)")
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("deploy", help="publish this checkout as a Hugging Face Space (one commit through the Hub's "
+                                      "client; runs/, caches and untracked files are left out)")
+    d.add_argument("space_id", help="the Space, USER/NAME (created if missing)")
+    d.add_argument("--preset", choices=tuple(PRESETS), help="serve a real model family on a GPU: sets the Space "
+                                                            "variable PLAYGROUND_PRESET and preloads its weights")
+    d.add_argument("--hardware", help="request this hardware (e.g. zero-a10g, a10g-small); default: leave it as "
+                                      "is (the header suggests cpu-basic, or zero-a10g with a preset)")
+    d.add_argument("--private", action="store_true", help="create the Space private")
+    d.add_argument("--dry-run", action="store_true", help="print the files, their size and the header; upload "
+                                                          "nothing (works offline)")
+    d.set_defaults(func=cmd_deploy)
 
     args = p.parse_args(argv)
     threads = get_settings().torch_threads

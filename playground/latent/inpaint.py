@@ -303,6 +303,8 @@ class InpaintService(HubFallback, Service):
     """Inpainting with either method, on top of :class:`Txt2ImgService` (its validation, its streamed
     pipeline runner, its base model for the blending method)."""
 
+    uses_zero_gpu = True
+
     def __init__(self, txt2img: Txt2ImgService, settings: Settings | None = None,
                  registry: ModelRegistry | None = None) -> None:
         super().__init__(settings or txt2img.settings, registry or txt2img.registry)
@@ -323,6 +325,10 @@ class InpaintService(HubFallback, Service):
         if self.config_note():
             notes.append(f"> ⚠ {self.config_note()}")
         return "\n\n".join(dict.fromkeys(notes))
+
+    def require_ready(self, method: Any = METHOD_NINE) -> None:
+        """The "Loading …" message while the model ``method`` needs is still loading in the background."""
+        (self.txt2img if method == METHOD_BLEND else super()).require_ready()
 
     def config_note(self) -> str:
         """Set when the text-to-image model is a configured one but no inpainting model is."""

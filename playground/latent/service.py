@@ -346,6 +346,12 @@ class HubFallback:
         return ("Loading " + ", ".join(self.loading()) + ". This tab answers as soon as it is ready; the other "
                 "tabs work meanwhile.")
 
+    def require_ready(self) -> None:
+        """Raise the "Loading …" message while a configured model of this tab is still loading in the
+        background (the handlers ask before they ask ZeroGPU for a GPU)."""
+        if self.loading():
+            raise UserInputError(self.loading_message())
+
     def header_note(self) -> str:
         """The tab header's note: what is loading, or why a configured model is not served (else "")."""
         if self.loading():
@@ -403,6 +409,8 @@ class HubFallback:
 class Txt2ImgService(HubFallback, Service):
     """Text to image, CFG made visible, and img2img on one Stable Diffusion pipeline."""
 
+    uses_zero_gpu = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_hub_note()
@@ -410,6 +418,10 @@ class Txt2ImgService(HubFallback, Service):
     def hub_models(self) -> list[tuple[str, str]]:
         hub = self.settings.txt2img_model
         return [(f"txt2img/hub/{hub}", hub)] if hub else []
+
+    def serves_builtin(self) -> bool:
+        """Is the built-in tiny_sd the model served (none configured, or the configured one failed)?"""
+        return not self.settings.txt2img_model or self._hub_failed
 
     # ---- the model ---------------------------------------------------------------------------
     @property
@@ -705,7 +717,7 @@ class Txt2ImgService(HubFallback, Service):
                       guidance_scale=req.guidance_scale, num_images_per_prompt=req.n,
                       generator=self._generators(req.seed, req.n))
         request_id = uuid.uuid4().hex
-        base = {"notices": list(req.notices), "model": m.model}
+        base = {"notices": list(req.notices), "model": m.model, "size": m.image_size}
         last_step = {"step": 0, "total": req.steps}
         for kind, info in self._stream(m, pipe, kwargs, should_stop, preview_seconds):
             if kind == "step":

@@ -69,3 +69,26 @@ def user_errors(fn: Callable) -> Callable:
 
 
 show = for_display  # every tab displays results through the same helper
+
+
+NOTE_REFRESH_SECONDS = 2.0
+
+
+def model_note(service: Any, elem_id: str, also: list[tuple[Any, Callable[[], Any]]] = ()) -> gr.Markdown:
+    """The tab header's note about its models (``service.header_note()``: what is still loading, with its
+    progress; which model serves instead of a configured one, and why), read again at every page load and,
+    while something loads, every two seconds (a timer that switches itself off). ``also``: more
+    (component, value function) pairs refreshed with it (e.g. the pipeline diagram once the model is in)."""
+    note = md(service.header_note, elem_id=elem_id)
+    if not service.hub_models() and not getattr(service.settings, "txt2img_model", ""):
+        return note                                # nothing configured: nothing loads in the background
+    timer = gr.Timer(NOTE_REFRESH_SECONDS, active=True)
+    comps = [c for c, _ in also]
+
+    def refresh():
+        busy = bool(service.loading()) or bool(getattr(getattr(service, "txt2img", None), "loading", list)())
+        return (service.header_note(), *(fn() for _, fn in also), gr.Timer(active=busy))
+
+    timer.tick(refresh, None, [note, *comps, timer], api_visibility="private", show_progress="hidden",
+               queue=False)
+    return note

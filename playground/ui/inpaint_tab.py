@@ -11,7 +11,8 @@ from PIL import Image
 from ..core.images import read_params, upscale
 from ..data import scenes
 from ..latent.inpaint import MAX_BLUR, MAX_DILATE, MAX_PADDING, METHOD_BLEND, METHOD_NINE, METHODS, InpaintService
-from .common import md, show, user_errors
+from .common import md, model_note, show, user_errors
+from .gpu import gpu, seconds
 from .txt2img_tab import clock, display_scale, notices_text, result_image, sampling_controls, upload_image
 
 EDITOR_SCALE = 4             # a 64-px picture is edited at 256 px: room to aim the brush
@@ -50,8 +51,9 @@ def example_scene(seed: int) -> Image.Image:
 
 
 def editor_value(img: Image.Image, scale: int = EDITOR_SCALE) -> dict[str, Any]:
-    """An ``ImageMask`` value holding ``img`` (upscaled for comfortable brushing), no strokes yet."""
-    big = upscale(img.convert("RGB"), scale)
+    """An ``ImageMask`` value holding ``img`` (small pictures upscaled for comfortable brushing, to about
+    256 px at most), no strokes yet."""
+    big = upscale(img.convert("RGB"), max(1, min(scale, 256 // max(1, img.width))))
     return {"background": big, "layers": [], "composite": big}
 
 
@@ -63,14 +65,13 @@ def build(service: InpaintService, last: gr.State | None) -> gr.State | None:
         md("*The text-to-image model is not trained yet: `python -m playground train tiny_sd`.*",
            elem_id="inpaint-missing")
         return None
-    if service.model_note:
-        md(f"> ⚠ {service.model_note}", elem_id="inpaint-model-note")
+    model_note(service, "inpaint-model-note")
     methods = list(METHODS)
     default_method = METHOD_NINE if service.available() else METHOD_BLEND
     if not service.available():
         md(f"*The 9-channel inpainting U-Net is not trained yet (`python -m playground train tiny_sd_inpaint`): "
            f"only “{METHOD_BLEND}” works.*", elem_id="inpaint-nine-missing")
-    scale = display_scale(service.image_size())
+    settings = service.settings
     result_state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2):
@@ -107,13 +108,14 @@ def build(service: InpaintService, last: gr.State | None) -> gr.State | None:
     gr.Examples([[editor_value(example_scene(s))] for s in EXAMPLE_SEEDS], [editor],
                 label="Starting pictures (held-out scenes)")
 
+    @gpu(lambda editor, prompt, negative_prompt, mask_blur, padding, strength, steps, *rest: seconds(settings, steps))
     @user_errors
-    def inpaint_api(editor: Any, prompt: str, negative_prompt: str, mask_blur: float, padding: float,
+    def inpaint_gpu(editor: Any, prompt: str, negative_prompt: str, mask_blur: float, padding: float,
                     strength: float, steps: float, guidance_scale: float, seed: float, method: str,
                     scheduler: str = "DPM++ 2M", mask: str | None = None, dilate: float = 0):
-        """Inpaint the brushed (or uploaded) mask: the mask as used, the masked input, the result."""
         r = service.inpaint(editor, prompt, negative_prompt, mask_blur, padding, strength, steps, guidance_scale,
                             seed, method, scheduler=scheduler, mask=mask, dilate=dilate)
+        scale = display_scale(r["input"].width)
         if r.get("skipped"):
             text = f"**Nothing to repaint**: the picture comes back unchanged.{notices_text(r['notices'])}"
         else:
@@ -122,6 +124,15 @@ def build(service: InpaintService, last: gr.State | None) -> gr.State | None:
         tag = dict(kind="inpaint", seed=seed, method=r["method"])
         return (text, show(r["mask"], scale, part="mask", **tag), show(r["masked"], scale, part="masked", **tag),
                 show(r["result"], scale, **(read_params(r["result"]) or tag)), r["result"])
+
+    @user_errors
+    def inpaint_api(editor: Any, prompt: str, negative_prompt: str, mask_blur: float, padding: float,
+                    strength: float, steps: float, guidance_scale: float, seed: float, method: str,
+                    scheduler: str = "DPM++ 2M", mask: str | None = None, dilate: float = 0):
+        """Inpaint the brushed (or uploaded) mask: the mask as used, the masked input, the result."""
+        service.require_ready(method)
+        return inpaint_gpu(editor, prompt, negative_prompt, mask_blur, padding, strength, steps, guidance_scale,
+                           seed, method, scheduler, mask, dilate)
 
     def take(im: Any, what: str):
         if im is None:

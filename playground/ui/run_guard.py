@@ -2,8 +2,11 @@
 (diffusion, text to image). Kept in ``gr.State``; each session gets its own guard."""
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +14,28 @@ from typing import Any
 from ..core.errors import UserInputError
 
 STALE_SECONDS = 20.0        # a run that has not stepped for this long no longer blocks its session
+
+
+class StopFlag:
+    """A run's stop request as a file: picklable and seen across processes, so a run executing in a ZeroGPU
+    worker process (ui/gpu.py) stops when the Stop button is pressed in the main one. Calling it answers
+    "stop now?" (the services' ``should_stop``)."""
+
+    def __init__(self) -> None:
+        self.path = os.path.join(tempfile.gettempdir(), f"playground-stop-{uuid.uuid4().hex}")
+
+    def __call__(self) -> bool:
+        return os.path.exists(self.path)
+
+    def set(self) -> None:
+        with open(self.path, "w"):
+            pass
+
+    def clear(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 class RunGuard:
@@ -23,6 +48,7 @@ class RunGuard:
         self.active = False
         self.heartbeat = 0.0
         self.stop_requested = False
+        self.flag: StopFlag | None = None       # the current run's stop file
 
     def begin(self) -> int:
         with self._lock:
@@ -30,6 +56,9 @@ class RunGuard:
                 raise UserInputError("A run is already going in this tab: press Stop (or wait for it) first.")
             self.run_id += 1
             self.active, self.stop_requested, self.heartbeat = True, False, time.monotonic()
+            if self.flag is not None:
+                self.flag.set()                  # a stale run still going somewhere: stop it
+            self.flag = StopFlag()
             return self.run_id
 
     def should_stop(self, run_id: int) -> bool:
@@ -54,10 +83,15 @@ class RunGuard:
         with self._lock:
             if run_id == self.run_id:
                 self.active = False
+                if self.flag is not None:
+                    self.flag.clear()
+                    self.flag = None
 
     def stop(self) -> bool:
         with self._lock:
             self.stop_requested = True
+            if self.flag is not None:
+                self.flag.set()
             return self.active
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "RunGuard":   # each session gets its own guard

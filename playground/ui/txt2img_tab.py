@@ -14,7 +14,8 @@ from ..core.settings import Limits
 from ..core.validation import check_image
 from ..latent.service import (CFG_SCALES, DEFAULT_SCHEDULER, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, SCHEDULERS,
                               Txt2ImgService)
-from .common import log, md, show, user_errors
+from .common import log, md, model_note, show, user_errors
+from .gpu import gpu, seconds
 from .run_guard import RunGuard, wire_stop
 
 FRAME_SECONDS = 0.1          # at most ten preview frames a second reach the browser
@@ -127,8 +128,21 @@ def upload_image(limits: Limits, **kwargs: Any) -> gr.Image:
 
 
 def display_scale(side: int) -> int:
-    """Crisp nearest-neighbour upscaling for display: 64 px pictures are shown 3× (a Hub model's not at all)."""
-    return max(1, 192 // side)
+    """Crisp nearest-neighbour upscaling for display: 64 px pictures are shown 3× (a Hub model's not at all).
+    Always from the size of what is shown, since the served model can change (a configured one that loads
+    later, or falls back)."""
+    return max(1, 192 // max(1, int(side)))
+
+
+def loading_diagram(service: Txt2ImgService) -> str:
+    """The diagram of the served pipeline, or what is happening while it loads."""
+    try:
+        info = service.pipeline_info()
+    except UserInputError as exc:
+        return f"*{exc}*"
+    if info is None:
+        return "*The pipeline's shapes appear here once the model has loaded.*"
+    return diagram(info)
 
 
 def result_image(label: str, elem_id: str, height: int = 220) -> gr.Image:
@@ -159,6 +173,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
     """The "Text to image" tab. Returns the state holding the last generated image (for img2img) and the
     pipeline's shapes, or None when there is no model to serve."""
     md(INTRO, elem_classes="lesson-intro")
+    configured = bool(service.settings.txt2img_model)          # loads in the background: no info yet
     try:
         info = service.pipeline_info() if service.available() else None
     except UserInputError:
@@ -167,17 +182,15 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         log.exception("text-to-image model failed to load")
         md("> ⚠ The text-to-image model could not be loaded (see the server log).")
         info = None
-    if service.model_note:
-        md(f"> ⚠ {service.model_note}", elem_id="txt2img-model-note")
-    if info is None:
+    if info is None and not configured:
         md("*The text-to-image model is not trained yet: `python -m playground train tiny_sd`.*",
            elem_id="txt2img-missing")
         return None
+    diagram_md = md(diagram(info) if info else loading_diagram(service), elem_id="txt2img-diagram", render=False)
+    model_note(service, "txt2img-model-note", [(diagram_md, lambda: loading_diagram(service))])
     guard = gr.State(RunGuard())
     last = gr.State(None)
-    builtin = info["builtin"]
-    preview_seconds = FRAME_SECONDS if builtin else None
-    scale = display_scale(info["image_side"])
+    settings = service.settings
     with gr.Row():
         with gr.Column(scale=2):
             prompt = gr.Textbox(value="a large red circle", label="Prompt", lines=2, elem_id="txt2img-prompt")
@@ -197,7 +210,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
                                  elem_classes="pixelated", elem_id="txt2img-gallery")
     with gr.Row():
         with gr.Column(scale=1):
-            md(diagram(info), elem_id="txt2img-diagram")
+            diagram_md.render()
         with gr.Column(scale=1):
             md(EQ_LDM, elem_classes="equation")
     gr.Examples(EXAMPLES, [prompt, negative], label="Captions from the scenes' grammar (click one)")
@@ -237,15 +250,19 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
             x0_u, x0_c, x0_g = small("x̂₀ from ε_∅"), small("x̂₀ from ε_y"), small("x̂₀ from ε̃")
 
     # ---- handlers --------------------------------------------------------------------------------
+    # The functions under @gpu run the networks (in a ZeroGPU worker process on ZeroGPU: ui/gpu.py); the
+    # handlers around them answer "Loading …" without asking for a GPU and keep the session's run guard.
+    @gpu(lambda prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n, stop:
+         seconds(settings, steps, n))
     @user_errors
-    def txt2img_api(prompt: str, negative_prompt: str, steps: float, guidance_scale: float, seed: float,
-                    scheduler: str, n: float, g: RunGuard | None = None):
-        """Stream text to image: status, the live x̂₀ preview, then the gallery of results."""
-        g = g if isinstance(g, RunGuard) else RunGuard()
-        with g.run() as should_stop:
-            last_frame = 0.0
-            for item in service.txt2img(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n,
-                                        should_stop=should_stop, preview_seconds=preview_seconds):
+    def txt2img_frames(prompt: str, negative_prompt: str, steps: float, guidance_scale: float, seed: float,
+                       scheduler: str, n: float, stop: Any):
+        """The run's frames: (status, x̂₀ preview, gallery, last image), streamed."""
+        preview_seconds = FRAME_SECONDS if service.serves_builtin() else None
+        last_frame = 0.0
+        for item in service.txt2img(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n,
+                                    should_stop=stop, preview_seconds=preview_seconds):
+                scale = display_scale(item["size"])
                 notes = notices_text(item["notices"])
                 if item["kind"] == "step":
                     now = time.perf_counter()
@@ -267,6 +284,21 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
                     yield text, gr.update(), _gallery(item["images"]), gr.update()
 
     @user_errors
+    def txt2img_api(prompt: str, negative_prompt: str, steps: float, guidance_scale: float, seed: float,
+                    scheduler: str, n: float, g: RunGuard | None = None):
+        """Stream text to image: status, the live x̂₀ preview, then the gallery of results."""
+        service.require_ready()
+        g = g if isinstance(g, RunGuard) else RunGuard()
+        with g.run() as should_stop:
+            frames = txt2img_frames(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n, g.flag)
+            try:
+                for out in frames:
+                    should_stop()                     # the heartbeat; a Stop reaches the run through its flag
+                    yield out
+            finally:
+                frames.close()
+
+    @user_errors
     def read_png_params(image: str | None):
         """Parameters stored in a PNG made here: a message and the restored fields."""
         if image is None:
@@ -280,18 +312,25 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         keys = ("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "scheduler")
         return [gr.update(value=params[k]) if k in params else gr.update() for k in keys] + [gr.update(value=1)]
 
+    @gpu(lambda prompt, negative_prompt, steps, seed, scheduler: seconds(settings, steps, runs=len(CFG_SCALES)))
     @user_errors
-    def cfg_sweep(prompt: str, negative_prompt: str, steps: float, seed: float, scheduler: str):
-        """The same seed at guidance scales 1, 2, 4, 7.5, 12, side by side."""
+    def cfg_sweep_gpu(prompt: str, negative_prompt: str, steps: float, seed: float, scheduler: str):
         r = service.cfg_sweep(prompt, negative_prompt, steps, seed, scheduler)
         caps = [f"s = {s:g}" for s in r["scales"]]
         return _gallery(r["images"], caps), f"{len(caps)} runs in {clock(r['seconds'])}{notices_text(r['notices'])}"
 
     @user_errors
-    def cfg_step(prompt: str, negative_prompt: str, steps: float, seed: float, step_index: float,
-                 guidance_scale: float):
-        """One DDIM step of CFG: the three noise predictions (and the direction) and the x̂₀ of each."""
+    def cfg_sweep(prompt: str, negative_prompt: str, steps: float, seed: float, scheduler: str):
+        """The same seed at guidance scales 1, 2, 4, 7.5, 12, side by side."""
+        service.require_ready()
+        return cfg_sweep_gpu(prompt, negative_prompt, steps, seed, scheduler)
+
+    @gpu(lambda prompt, negative_prompt, steps, seed, step_index, guidance_scale: seconds(settings, steps))
+    @user_errors
+    def cfg_step_gpu(prompt: str, negative_prompt: str, steps: float, seed: float, step_index: float,
+                     guidance_scale: float):
         r = service.cfg_step_view(prompt, negative_prompt, steps, seed, step_index, guidance_scale)
+        scale = display_scale(r["x_t"].width)
         nr = r["norms"]
         text = (f"Step {r['step']} of {r['steps']} · t = {r['t']} · ᾱ_t = {r['alpha_bar']:.3f} · s = "
                 f"{r['guidance_scale']:g} · ‖ε_∅‖ = {nr['uncond']:.2f}, ‖ε_y‖ = {nr['cond']:.2f}, "
@@ -303,6 +342,13 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         return (text, s(r["x_t"], "x_t"), s(r["eps"]["uncond"], "eps_uncond"), s(r["eps"]["cond"], "eps_cond"),
                 s(r["direction"], "direction"), s(r["eps"]["guided"], "eps_guided"), s(r["x0"]["uncond"], "x0_uncond"),
                 s(r["x0"]["cond"], "x0_cond"), s(r["x0"]["guided"], "x0_guided"))
+
+    @user_errors
+    def cfg_step(prompt: str, negative_prompt: str, steps: float, seed: float, step_index: float,
+                 guidance_scale: float):
+        """One DDIM step of CFG: the three noise predictions (and the direction) and the x̂₀ of each."""
+        service.require_ready()
+        return cfg_step_gpu(prompt, negative_prompt, steps, seed, step_index, guidance_scale)
 
     ins = [prompt, negative, steps, guidance, seed, scheduler, n, guard]
     run.click(txt2img_api, ins, [status, preview, gallery, last], api_name="txt2img", concurrency_limit=2,
@@ -326,8 +372,8 @@ def build_img2img(service: Txt2ImgService, built: tuple[gr.State, dict[str, Any]
         md("*The text-to-image model is not trained yet: `python -m playground train tiny_sd`.*",
            elem_id="img2img-missing")
         return
-    last, info = built
-    scale = display_scale(info["image_side"])
+    last, _ = built
+    settings = service.settings
     with gr.Row():
         with gr.Column(scale=2):
             image = upload_image(service.limits, height=220, label="Your picture (any size; used at the model's size)",
@@ -346,16 +392,24 @@ def build_img2img(service: Txt2ImgService, built: tuple[gr.State, dict[str, Any]
                 result = result_image("Result", "img2img-result")
             md(EQ_IMG2IMG, elem_classes="equation")
 
+    @gpu(lambda image, prompt, strength, steps, *rest: seconds(settings, steps))
     @user_errors
-    def img2img_api(image: str | None, prompt: str, strength: float, steps: float, guidance_scale: float,
+    def img2img_gpu(image: str | None, prompt: str, strength: float, steps: float, guidance_scale: float,
                     seed: float, scheduler: str, negative_prompt: str = ""):
-        """img2img: the image used, the noised starting point, the result."""
         r = service.img2img(image, prompt, strength, steps, guidance_scale, seed, scheduler, negative_prompt)
+        scale = display_scale(r["input"].width)
         text = (f"**Done** in {clock(r['seconds'])}: noised to t_s = {r['t_start']} (ᾱ = {r['alpha_bar']:.3f}), "
                 f"then {r['steps_run']} of {int(steps)} steps.{notices_text(r['notices'])}")
         tag = dict(kind="img2img", seed=seed, strength=strength)
         return (text, show(r["input"], scale, part="input", **tag), show(r["start"], scale, part="start", **tag),
                 show(r["result"], scale, **(read_params(r["result"]) or {})))
+
+    @user_errors
+    def img2img_api(image: str | None, prompt: str, strength: float, steps: float, guidance_scale: float,
+                    seed: float, scheduler: str, negative_prompt: str = ""):
+        """img2img: the image used, the noised starting point, the result."""
+        service.require_ready()
+        return img2img_gpu(image, prompt, strength, steps, guidance_scale, seed, scheduler, negative_prompt)
 
     def take_last(im: Any):
         if im is None:
