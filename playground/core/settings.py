@@ -52,6 +52,7 @@ class Settings:
     inpaint_model: str = ""                   # PLAYGROUND_INPAINT_MODEL
     controlnet_model: str = ""                # PLAYGROUND_CONTROLNET_MODEL
     vae_model: str = ""                       # PLAYGROUND_VAE_MODEL: replaces the pipelines' VAE (fp16-safe)
+    dtype: str = "auto"                       # PLAYGROUND_DTYPE of configured models: auto (fp16 on CUDA) | float16 | float32
     zero_gpu: bool = False                    # SPACES_ZERO_GPU (set by Hugging Face on ZeroGPU hardware)
     limits: Limits = field(default_factory=Limits)
 
@@ -69,8 +70,12 @@ class Settings:
         def model(name: str, default: str) -> str:       # a variable overrides the preset's entry
             return env.get(name, "").strip() or default
 
+        dtype = env.get("PLAYGROUND_DTYPE", "").strip().lower() or "auto"
+        if dtype not in {"auto", "float16", "float32"}:
+            raise ValueError(f"PLAYGROUND_DTYPE must be one of auto, float16, float32; got {dtype!r}")
         return cls(
             device=device,
+            dtype=dtype,
             checkpoints_dir=Path(ckpt) if ckpt else REPO_ROOT / "checkpoints",
             host=host or "127.0.0.1",
             port=int(port) if port else 7860,

@@ -87,11 +87,19 @@ def load_vae(model_id: str, dtype: torch.dtype, progress: Progress | None = None
     return AutoencoderKL.from_pretrained(folder, dtype=dtype, use_safetensors=True, variant=variant)
 
 
+def model_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """``PLAYGROUND_DTYPE``: "auto" is float16 on CUDA and float32 elsewhere."""
+    if setting == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float16": torch.float16, "float32": torch.float32}[setting]
+
+
 def load_pipeline(auto_cls: type, model_id: str, device: torch.device, vae_id: str = "",
-                  progress: Progress | None = None, zero_gpu: bool = False) -> tuple[Any, bool]:
-    """``auto_cls.from_pretrained(model_id)`` (an ``AutoPipelineFor*``) made local by :func:`fetch`, float16 on
-    CUDA, with the VAE of ``vae_id`` when given; placed on ``device``. Returns (pipeline, offloaded)."""
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+                  progress: Progress | None = None, zero_gpu: bool = False, dtype: str = "auto") -> tuple[Any, bool]:
+    """``auto_cls.from_pretrained(model_id)`` (an ``AutoPipelineFor*``) made local by :func:`fetch`, in
+    :func:`model_dtype`, with the VAE of ``vae_id`` when given; placed on ``device``. Returns (pipeline,
+    offloaded)."""
+    dtype = model_dtype(dtype, device)
     folder, variant = fetch(model_id, dtype, progress)
     kwargs: dict[str, Any] = dict(dtype=dtype, use_safetensors=True, variant=variant)
     if vae_id:

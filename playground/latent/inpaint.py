@@ -412,7 +412,8 @@ class InpaintService(HubFallback, Service):
         model CPU offload (runs then serialised) or attention slicing with little free GPU memory)."""
         classes = self._classes("AutoPipelineForInpainting")
         pipe, offload = load_pipeline(classes["AutoPipelineForInpainting"], model_id, self.device,
-                                      self.settings.vae_model, self._say(model_id), self.settings.zero_gpu)
+                                      self.settings.vae_model, self._say(model_id), self.settings.zero_gpu,
+                                      self.settings.dtype)
         log.info("inpaint: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
         return LoadedSD(pipe, type(pipe), model_id, False, offload, scheduler_classes=classes)
 

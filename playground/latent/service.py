@@ -469,7 +469,8 @@ class Txt2ImgService(HubFallback, Service):
         VAE; model CPU offload or attention slicing with little free GPU memory)."""
         classes = self._classes("AutoPipelineForText2Image", "AutoPipelineForImage2Image")
         pipe, offload = load_pipeline(classes["AutoPipelineForText2Image"], model_id, self.device,
-                                      self.settings.vae_model, self._say(model_id), self.settings.zero_gpu)
+                                      self.settings.vae_model, self._say(model_id), self.settings.zero_gpu,
+                                      self.settings.dtype)
         img2img = type(classes["AutoPipelineForImage2Image"].from_pipe(pipe))
         log.info("txt2img: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
         return LoadedSD(pipe, img2img, model_id, False, offload, scheduler_classes=classes)
