@@ -238,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     b.add_argument("--calls", type=int, default=60, help="API calls per endpoint")
     b.add_argument("--json", help="also write the results to this file")
-    b.add_argument("--only", choices=("latent",), help="only the text-to-image family's served latencies "
-                                                        "(/txt2img, /canny vs a no-op image endpoint)")
+    b.add_argument("--only", choices=("latent", "hub"),
+                   help="latent: only the text-to-image family's served latencies (/txt2img, /canny vs a no-op image "
+                        "endpoint); hub: tiny SD 1.5- and SDXL-style sets configured as on a GPU Space (cold start vs "
+                        "the CPU app, every endpoint, peak memory)")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("deploy", help="publish this checkout as a Hugging Face Space (one commit through the Hub's "

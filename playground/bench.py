@@ -67,6 +67,11 @@ def run_bench(quick: bool = False, calls: int = 60, only: str | None = None) -> 
 
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                        "torch": torch.__version__, "torch_threads": torch.get_num_threads()}}
+    if only == "hub":                   # configured (real-architecture) models vs the CPU app
+        from .ui.bench_hub import hub_families
+
+        out["hub"] = hub_families(calls=2 if quick else min(calls, 5), cold_runs=1 if quick else 3)
+        return out
     if only == "latent":                # the text-to-image family's served latencies alone
         from .ui.bench_served import latent_latency
 

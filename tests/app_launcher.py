@@ -18,15 +18,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_app(log: Path, checkpoints: Path | None = None, timeout: float = 180.0) -> tuple[str, subprocess.Popen]:
-    """``app.py`` listening on 127.0.0.1 (``PLAYGROUND_CHECKPOINTS=checkpoints`` when given); returns its URL
-    once ``/gradio_api/info`` answers, and the process. Output goes to ``log``."""
+def launch_app(log: Path, checkpoints: Path | None = None, timeout: float = 180.0,
+               env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
+    """``app.py`` listening on 127.0.0.1 (``PLAYGROUND_CHECKPOINTS=checkpoints`` when given, plus the extra
+    variables ``env``); returns its URL once ``/gradio_api/info`` answers, and the process. Output goes to
+    ``log``."""
     import httpx
 
     port = free_port()
+    extra = dict(env or {})
     env = dict(os.environ, PLAYGROUND_PORT=str(port), PLAYGROUND_HOST="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False")
     if checkpoints is not None:
         env["PLAYGROUND_CHECKPOINTS"] = str(checkpoints)
+    env.update(extra)
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT)

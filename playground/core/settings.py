@@ -52,7 +52,8 @@ class Settings:
     inpaint_model: str = ""                   # PLAYGROUND_INPAINT_MODEL
     controlnet_model: str = ""                # PLAYGROUND_CONTROLNET_MODEL
     vae_model: str = ""                       # PLAYGROUND_VAE_MODEL: replaces the pipelines' VAE (fp16-safe)
-    dtype: str = "auto"                       # PLAYGROUND_DTYPE of configured models: auto (fp16 on CUDA) | float16 | float32
+    dtype: str = "auto"                       # PLAYGROUND_DTYPE of configured models: auto (fp16 on CUDA),
+                                              # float16 or float32
     zero_gpu: bool = False                    # SPACES_ZERO_GPU (set by Hugging Face on ZeroGPU hardware)
     limits: Limits = field(default_factory=Limits)
 

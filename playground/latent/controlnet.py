@@ -391,7 +391,8 @@ class ControlNetService(HubFallback, Service):
     def canny(self, image: Any, low: Any = DEFAULT_LOW, high: Any = DEFAULT_HIGH) -> dict[str, Any]:
         """The live preview: ``image`` (upload, array, file, or a Gradio ImageEditor value = a drawn sketch)
         centre-cropped to a square and resized to the served model's side (:meth:`image_size`), then
-        :func:`canny_edges`; runs no network. Returns ``{"edges": PIL "L" (255 = edge), "notices", "seconds", "edge_pixels", "size"}``."""
+        :func:`canny_edges`; runs no network. Returns ``{"edges": PIL "L" (255 = edge), "notices", "seconds",
+        "edge_pixels", "size"}``."""
         start = time.perf_counter()
         lo, hi, notices = check_thresholds(low, high)          # before the image: cheap errors first
         size = self.image_size()

@@ -61,12 +61,11 @@ def vocabulary_words() -> list[str]:
 
 
 def _base_symbols() -> list[str]:
-    """Single characters, each alone and word-final: the alphabet BPE starts from."""
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    return [c for c in chars] + [c + WORD_END for c in chars]
+    """Single characters: the alphabet BPE starts from."""
+    return list(string.ascii_lowercase + string.digits + string.punctuation)
 
 
-def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+def apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Byte-pair encoding of one word (Sennrich et al. 2016): repeatedly merge the adjacent pair with
     the lowest merge rank (leftmost first) until no listed pair is left."""
     symbols = list(symbols)
@@ -80,23 +79,20 @@ def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list
     return symbols
 
 
-def _word_symbols(word: str) -> list[str]:
-    return list(word[:-1]) + [word[-1] + WORD_END]
-
-
-def build_vocab_and_merges(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Simulate BPE training so that each word of ``words`` becomes exactly one token.
+def simulate_bpe(words: list[str], alphabet: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Simulate BPE training so that each word of ``words`` becomes exactly one token: the vocabulary (the
+    ``alphabet``'s characters, then the same word-final, then one token per new merge) and the merges.
 
     Words are processed in order; each is first encoded with the merges found so far, then, while it is
     still more than one symbol, its two leftmost symbols are merged by a new (lowest-priority) merge.
     A new merge never changes an earlier word's encoding: that word was already reduced to one symbol
     by higher-priority merges."""
-    vocab: list[str] = _base_symbols()
+    vocab: list[str] = list(alphabet) + [c + WORD_END for c in alphabet]
     known = set(vocab)
     merges: list[tuple[str, str]] = []
     ranks: dict[tuple[str, str], int] = {}
     for word in words:
-        symbols = _apply_merges(_word_symbols(word), ranks)
+        symbols = apply_merges(list(word[:-1]) + [word[-1] + WORD_END], ranks)
         while len(symbols) > 1:
             pair = (symbols[0], symbols[1])
             ranks[pair] = len(merges)
@@ -104,8 +100,15 @@ def build_vocab_and_merges(words: list[str]) -> tuple[dict[str, int], list[tuple
             if pair[0] + pair[1] not in known:
                 known.add(pair[0] + pair[1])
                 vocab.append(pair[0] + pair[1])
-            symbols = _apply_merges(symbols, ranks)
-    vocab += list(SPECIAL_TOKENS)        # like CLIP: the special tokens come last (eos id != 2)
+            symbols = apply_merges(symbols, ranks)
+    return vocab, merges
+
+
+def build_vocab_and_merges(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Our vocabulary: :func:`simulate_bpe` over the ASCII alphabet, the special tokens last (like CLIP:
+    eos id != 2)."""
+    vocab, merges = simulate_bpe(words, _base_symbols())
+    vocab += list(SPECIAL_TOKENS)
     return {tok: i for i, tok in enumerate(vocab)}, merges
 
 

@@ -41,8 +41,8 @@ def user_errors(fn: Callable) -> Callable:
     honest message (the server keeps serving everyone else either way). Works for generators."""
 
     def convert(exc: Exception) -> gr.Error:
-        if isinstance(exc, UserInputError):
-            return gr.Error(str(exc))
+        if isinstance(exc, UserInputError):      # the visitor's to fix, not the server's: no traceback in the log
+            return gr.Error(str(exc), print_exception=False)
         log.exception("unexpected error in %s", fn.__name__)
         return gr.Error(f"Something went wrong on our side ({type(exc).__name__}); please try again.")
 

@@ -106,7 +106,8 @@ def build(service: ControlNetService, sources: dict[str, gr.State]) -> None:
         tag = dict(kind="controlnet", seed=seed, conditioning_scale=conditioning_scale)
         return (text, show(r["edges"], scale, part="edges", **tag),
                 show(r["result"], scale, **(read_params(r["result"]) or tag)),
-                show(r["without"], scale, part="without", **tag) if r.get("without") is not None else None,
+                show(r["without"], scale, **(read_params(r["without"]) or tag)) if r.get("without") is not None
+                else None,
                 show(r["overlay"], scale, part="overlay", **tag))
 
     @user_errors

@@ -1,4 +1,4 @@
-"""The offline stand-ins for the Hub's Stable Diffusion repositories (tests/hub_fixtures.py): their folder
+"""The offline stand-ins for the Hub's Stable Diffusion repositories (``latent/tiny_architectures.py``): their folder
 layout, the real models' architectural switches, and that every pipeline loads with ``from_pretrained(folder)``
 and generates an image of the family's native size — in float32, and for SD 1.5 in float16 on the CPU."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from diffusers import (AutoPipelineForInpainting, AutoPipelineForText2Image, ControlNetModel, DiffusionPipeline,
                        StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline)
 from diffusers.utils import logging as diffusers_logging
-from hub_fixtures import FAMILIES, NATIVE_SIZE, build_family
+from playground.latent.tiny_architectures import FAMILIES, NATIVE_SIZE, build_family
 from PIL import Image
 from transformers import CLIPTokenizer
 

