@@ -15,6 +15,7 @@ through the same variables a GPU Space uses. Measured, through ``gradio_client``
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def _endpoint_calls(client: Any, side: int, tmp: Path) -> dict[str, Callable[[in
     def txt2img(seed: int) -> Any:
         out = client.predict(prompt="a red circle", steps=STEPS, seed=seed, scheduler="DPM++ 2M", n=1,
                              api_name="/txt2img", **common)
-        Image.open(out[2][0]["image"]).save(generated)
+        shutil.copyfile(out[2][0]["image"], generated)         # the PNG as served, its parameters included
         return out
 
     def inpaint(method: str) -> Callable[[int], Any]:

@@ -126,6 +126,21 @@ def test_models_load_in_the_background_and_the_tab_answers_loading_meanwhile(ckp
     assert inpaint.header_note() == "" and cn.header_note() == ""
 
 
+# ---- the one-step CFG view ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+@pytest.mark.parametrize("negative", ["", "blurry"])
+def test_the_step_view_is_each_familys_own_pipeline_computation(ckpt, families, family, negative):
+    """Written out, the guided loop (with SDXL's pooled embedding and size conditioning, and its
+    zeroed empty negative prompt) gives exactly the latents of the family's own pipeline."""
+    t, _, _ = services(family_settings(ckpt, families[family]))
+    m = t.model()
+    with torch.inference_mode():
+        manual = t._cfg_loop(m, "a red circle", negative, 4, 5, 6.0, stop_at=None)["latents"]
+        ref = m.fresh("DDIM")("a red circle", negative_prompt=negative or None, num_inference_steps=4,
+                              guidance_scale=6.0, generator=t._generators(5, 1), output_type="latent").images
+    assert torch.allclose(manual, ref, atol=1e-5, rtol=1e-5)
+
+
 # ---- fall-backs: said in every answer ---------------------------------------------------------------------------
 def test_a_model_that_cannot_load_is_named_in_every_answer_and_in_the_png(ckpt, tmp_path):
     missing = str(tmp_path / "no_such_model")
