@@ -20,7 +20,7 @@ from playground.gan.service import GANService  # noqa: E402
 from playground.latent.controlnet import ControlNetService  # noqa: E402
 from playground.latent.inpaint import InpaintService  # noqa: E402
 from playground.latent.service import Txt2ImgService  # noqa: E402
-from playground.ui import common, controlnet_tab, diffusion_tab, gan_tab, inpaint_tab, txt2img_tab, vae_tab  # noqa: E402
+from playground.ui import common, controlnet_tab, diffusion_tab, gan_tab, gpu, inpaint_tab, txt2img_tab, vae_tab  # noqa: E402
 from playground.vae.service import VAEService  # noqa: E402
 
 HEADER = """
@@ -79,8 +79,12 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
 
 def start_background_warmups(demo: gr.Blocks) -> None:
     """Run the deferred warm-ups (see build_app), each in its own daemon thread."""
+    def run(fn):
+        gpu.thread_init()        # ZeroGPU's CUDA emulation is per thread
+        fn()
+
     for name, fn in getattr(demo, "background_warmups", []):
-        threading.Thread(target=fn, name=name, daemon=True).start()
+        threading.Thread(target=run, args=(fn,), name=name, daemon=True).start()
 
 
 def main() -> None:

@@ -342,6 +342,7 @@ class ControlNetService(HubFallback, Service):
         visitor waits for the first-call set-up."""
         canny_array(np.zeros((8, 8, 3), np.uint8), DEFAULT_LOW, DEFAULT_HIGH)
         if not self.available():
+            self._loaded.set()                        # nothing to load: the tab says "not trained yet"
             return
         try:
             self.load_in_background(self.model)

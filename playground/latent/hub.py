@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..core.hub_files import select_files
+from ..core.hub_files import pipeline_components, select_files
 
 log = logging.getLogger("playground")
 
@@ -37,10 +37,15 @@ def family(config: Any) -> str:
     return "sdxl" if get("addition_embed_type", None) == "text_time" else "sd"
 
 
-def _components(index: dict[str, Any]) -> list[str]:
-    """The component folders named in a ``model_index.json``."""
-    return [k for k, v in index.items()
-            if not k.startswith("_") and isinstance(v, (list, tuple)) and len(v) == 2 and v[1] is not None]
+def _cached_snapshot(model_id: str, why: Exception) -> Path:
+    """The Hub cache's copy of ``model_id`` (e.g. fetched by a Space's ``preload_from_hub``), when the Hub
+    cannot be asked; else the original error."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached either: the Hub's own error says more
+        raise why from None
 
 
 def fetch(model_id: str, dtype: torch.dtype, progress: Progress | None = None) -> tuple[str, str | None]:
@@ -51,19 +56,26 @@ def fetch(model_id: str, dtype: torch.dtype, progress: Progress | None = None) -
     want = "fp16" if dtype == torch.float16 else None
     say = progress or (lambda _text: None)
     path = Path(model_id).expanduser()
+    if not path.is_dir():
+        try:
+            from huggingface_hub import HfApi
+
+            files = HfApi().list_repo_files(model_id)
+        except Exception as exc:  # noqa: BLE001 - offline (HF_HUB_OFFLINE) or the Hub unreachable: the cache
+            path = _cached_snapshot(model_id, exc)
     if path.is_dir():
         files = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
         index = path / "model_index.json"
-        comps = _components(json.loads(index.read_text())) if index.exists() else None
+        comps = pipeline_components(json.loads(index.read_text())) if index.exists() else None
         chosen = select_files(files, comps, want)
         folder = str(path)
     else:
-        from huggingface_hub import HfApi, hf_hub_download
+        from huggingface_hub import hf_hub_download
 
-        files = HfApi().list_repo_files(model_id)
         comps = None
         if "model_index.json" in files:
-            comps = _components(json.loads(Path(hf_hub_download(model_id, "model_index.json")).read_text()))
+            index_file = Path(hf_hub_download(model_id, "model_index.json"))
+            comps = pipeline_components(json.loads(index_file.read_text()))
         chosen = select_files(files, comps, want)
         if not chosen:
             raise ValueError(f"{model_id!r} holds no safetensors weights that diffusers can load")
@@ -94,19 +106,41 @@ def model_dtype(setting: str, device: torch.device) -> torch.dtype:
     return {"float16": torch.float16, "float32": torch.float32}[setting]
 
 
+def vae_mismatch(vae: Any, folder: str) -> str:
+    """Why the VAE ``vae`` cannot replace the one of the pipeline in ``folder`` ("" if it can): another latent
+    space (channels or scaling factor: an SDXL VAE in an SD 1.5 pipeline decodes garbage)."""
+    own = Path(folder) / "vae" / "config.json"
+    if not own.exists():
+        return ""
+    cfg = json.loads(own.read_text())
+    theirs = (int(cfg.get("latent_channels", 4)), round(float(cfg.get("scaling_factor", 0.18215)), 5))
+    ours = (int(vae.config.latent_channels), round(float(vae.config.scaling_factor), 5))
+    if ours == theirs:
+        return ""
+    return (f"latent channels / scaling factor {ours[0]} / {ours[1]:g} vs the pipeline's own VAE's "
+            f"{theirs[0]} / {theirs[1]:g}")
+
+
 def load_pipeline(auto_cls: type, model_id: str, device: torch.device, vae_id: str = "",
-                  progress: Progress | None = None, zero_gpu: bool = False, dtype: str = "auto") -> tuple[Any, bool]:
+                  progress: Progress | None = None, zero_gpu: bool = False, dtype: str = "auto"
+                  ) -> tuple[Any, bool, list[str]]:
     """``auto_cls.from_pretrained(model_id)`` (an ``AutoPipelineFor*``) made local by :func:`fetch`, in
-    :func:`model_dtype`, with the VAE of ``vae_id`` when given; placed on ``device``. Returns (pipeline,
-    offloaded)."""
+    :func:`model_dtype`, with the VAE of ``vae_id`` when given and it fits (:func:`vae_mismatch`; else the
+    pipeline's own, with a note); placed on ``device``. Returns (pipeline, offloaded, notes)."""
     dtype = model_dtype(dtype, device)
     folder, variant = fetch(model_id, dtype, progress)
     kwargs: dict[str, Any] = dict(dtype=dtype, use_safetensors=True, variant=variant)
+    notes: list[str] = []
     if vae_id:
-        kwargs["vae"] = load_vae(vae_id, dtype, progress)
+        vae = load_vae(vae_id, dtype, progress)
+        why = vae_mismatch(vae, folder)
+        if why:
+            notes.append(f"The configured VAE {vae_id!r} does not fit {model_id!r} ({why}): its own VAE serves.")
+        else:
+            kwargs["vae"] = vae
     pipe = auto_cls.from_pretrained(folder, **kwargs)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, place_pipeline(pipe, device, zero_gpu)
+    return pipe, place_pipeline(pipe, device, zero_gpu), notes
 
 
 def place_pipeline(pipe: Any, device: torch.device, zero_gpu: bool = False) -> bool:

@@ -326,9 +326,11 @@ class InpaintService(HubFallback, Service):
             notes.append(f"> ⚠ {self.config_note()}")
         return "\n\n".join(dict.fromkeys(notes))
 
-    def require_ready(self, method: Any = METHOD_NINE) -> None:
-        """The "Loading …" message while the model ``method`` needs is still loading in the background."""
-        (self.txt2img if method == METHOD_BLEND else super()).require_ready()
+    def require_ready(self) -> None:
+        """The "Loading …" message while this tab's models — its own and the text-to-image model the blending
+        method uses — are still loading in the background (both: one ZeroGPU worker serves both methods)."""
+        self.txt2img.require_ready()
+        super().require_ready()
 
     def config_note(self) -> str:
         """Set when the text-to-image model is a configured one but no inpainting model is."""
@@ -393,7 +395,8 @@ class InpaintService(HubFallback, Service):
         if m is not None:
             return m
         if not self.builtin_present():
-            raise UserInputError(f"The 9-channel inpainting model is not trained yet (no checkpoints/{NAME}): "
+            raise UserInputError((f"{self.model_note} " if self.model_note else "") +
+                                 f"The 9-channel inpainting model is not trained yet (no checkpoints/{NAME}): "
                                  f"{TRAIN_COMMAND}. The latent-blending method works without it.")
         return self.registry.get(f"inpaint/{self.folder}", self._load_builtin)
 
@@ -411,9 +414,10 @@ class InpaintService(HubFallback, Service):
         fp16 weights where the repository has them, safetensors only, never remote code, the configured VAE;
         model CPU offload (runs then serialised) or attention slicing with little free GPU memory)."""
         classes = self._classes("AutoPipelineForInpainting")
-        pipe, offload = load_pipeline(classes["AutoPipelineForInpainting"], model_id, self.device,
+        pipe, offload, notes = load_pipeline(classes["AutoPipelineForInpainting"], model_id, self.device,
                                       self.settings.vae_model, self._say(model_id), self.settings.zero_gpu,
                                       self.settings.dtype)
+        self._warn(notes)
         log.info("inpaint: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
         return LoadedSD(pipe, type(pipe), model_id, False, offload, scheduler_classes=classes)
 
@@ -437,8 +441,13 @@ class InpaintService(HubFallback, Service):
     def warmup(self) -> None:
         """Load the available models (as the background loader: see :class:`HubFallback`) and run two tiny
         steps of each method (first-call set-up). On ZeroGPU the main process has no GPU: load only."""
-        if self.nine_available():
-            self.load_in_background(self.nine_model)
+        def load() -> None:
+            if self.nine_available():
+                self.nine_model()
+            if self.base_available():                # and the blending method's pipeline class
+                self._blend_pipeline_class(self.txt2img.model())
+
+        self.load_in_background(load)
         if self.settings.zero_gpu:
             return
         img = Image.new("RGB", (64, 64), (255, 255, 255))

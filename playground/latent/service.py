@@ -56,7 +56,7 @@ from ..core.errors import UserInputError
 from ..core.images import PARAMS_KEY, make_grid, read_params, to_pil, with_params
 from ..core.service import Service
 from ..diffusion.sampler import _DIFFUSERS_IMPORT   # one lock: diffusers' lazy import is not thread-safe
-from .hub import family, load_pipeline, vae_needs_upcast
+from .hub import family, fetch, load_pipeline, model_dtype, vae_needs_upcast
 
 log = logging.getLogger("playground")
 
@@ -326,6 +326,7 @@ class HubFallback:
         self._hub_failed = False        # a Hub model that failed is not retried per request
         self._note_lock = threading.Lock()
         self._deferred = False          # Hub models load only in the background thread
+        self._loaded = threading.Event()       # set when the background loader has loaded this tab's models
         self.progress: dict[str, str] = {}     # Hub model id -> what its loading is doing now
 
     def defer_hub_loading(self) -> None:
@@ -347,10 +348,16 @@ class HubFallback:
                 "tabs work meanwhile.")
 
     def require_ready(self) -> None:
-        """Raise the "Loading …" message while a configured model of this tab is still loading in the
-        background (the handlers ask before they ask ZeroGPU for a GPU)."""
+        """Raise the "Loading …" message while a configured model of this tab loads in the background; on
+        ZeroGPU, until every model of the tab (the built-in ones too) is loaded. The handlers ask before they
+        ask ZeroGPU for a GPU: a ZeroGPU worker is a fork of this process, so it must start with every model
+        it can touch already loaded (and no load lock held). Elsewhere a built-in model's first request just
+        waits for it, as it always did."""
         if self.loading():
             raise UserInputError(self.loading_message())
+        if self._deferred and self.settings.zero_gpu and not self._loaded.is_set():  # type: ignore[attr-defined]
+            raise UserInputError("Loading this tab's models. It answers as soon as they are ready; the other tabs "
+                                 "work meanwhile.")
 
     def header_note(self) -> str:
         """The tab header's note: what is loading, or why a configured model is not served (else "")."""
@@ -364,6 +371,13 @@ class HubFallback:
                 self._hub_failed = True
                 self.model_note = note
                 log.error(log_line)
+
+    def _warn(self, notes: list[str]) -> None:
+        """Add warnings about a model that serves anyway (shown with the fall-back notes)."""
+        for note in notes:
+            with self._note_lock:
+                self.model_note = f"{self.model_note} {note}".strip()
+            log.warning(note)
 
     def _say(self, model_id: str) -> Callable[[str], None]:
         """A progress callback that records what ``model_id``'s loading is doing."""
@@ -394,16 +408,32 @@ class HubFallback:
     def _in_loader() -> bool:
         return bool(getattr(_LOADER, "active", False))
 
-    @staticmethod
-    def load_in_background(load: Callable[[], Any]) -> None:
-        """Run ``load`` (which asks for the service's models) as the background loader."""
+    def load_in_background(self, load: Callable[[], Any]) -> None:
+        """Run ``load`` (which asks for the service's models) as the background loader: first the configured
+        models' files are fetched (a download of gigabytes must not hold the registry's one load lock, which
+        every other model's first load takes), then ``load`` runs; the tab is ready when it returns."""
         _LOADER.active = True
         try:
+            self._prefetch()
             load()
         except UserInputError:
             pass
         finally:
             _LOADER.active = False
+            self._loaded.set()
+
+    def _prefetch(self) -> None:
+        """Download the configured models' files (:func:`.hub.fetch`), outside the registry lock."""
+        dtype = model_dtype(self.settings.dtype, self.device)   # type: ignore[attr-defined]
+        for key, model_id in self.hub_models():
+            if key in self.registry or self._hub_failed:     # type: ignore[attr-defined]
+                continue
+            try:
+                fetch(model_id, dtype, self._say(model_id))
+                if self.settings.vae_model:                  # type: ignore[attr-defined]
+                    fetch(self.settings.vae_model, dtype, self._say(model_id))   # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - the load itself says why, with the fall-back
+                log.warning("prefetching %s failed: %s", model_id, exc)
 
 
 class Txt2ImgService(HubFallback, Service):
@@ -418,6 +448,13 @@ class Txt2ImgService(HubFallback, Service):
     def hub_models(self) -> list[tuple[str, str]]:
         hub = self.settings.txt2img_model
         return [(f"txt2img/hub/{hub}", hub)] if hub else []
+
+    def served_family(self) -> str:
+        """"sdxl" or "sd": the family of the model serving now ("sd" while it still loads)."""
+        try:
+            return self.model().family
+        except UserInputError:
+            return "sd"
 
     def serves_builtin(self) -> bool:
         """Is the built-in tiny_sd the model served (none configured, or the configured one failed)?"""
@@ -443,13 +480,16 @@ class Txt2ImgService(HubFallback, Service):
         if m is not None:
             return m
         if not self.builtin_present():
-            raise UserInputError("The text-to-image model is not trained yet (no checkpoints/tiny_sd): "
+            raise UserInputError((f"{self.model_note} " if self.model_note else "") +
+                                 "The text-to-image model is not trained yet (no checkpoints/tiny_sd): "
                                  "python -m playground train tiny_sd")
         return self.registry.get(f"txt2img/{self.folder}", self._load_builtin)
 
     @staticmethod
+    @functools.lru_cache(maxsize=None)
     def _classes(*names: str) -> dict[str, type]:
-        """The scheduler classes and ``names``, imported under the diffusers import lock."""
+        """The scheduler classes and ``names``, imported under the diffusers import lock (once: a request
+        never takes that lock again, which a ZeroGPU worker forked while another thread held it could not)."""
         with _DIFFUSERS_IMPORT:
             import diffusers
 
@@ -468,10 +508,11 @@ class Txt2ImgService(HubFallback, Service):
         the fp16 weights where the repository has them, safetensors only, never remote code, the configured
         VAE; model CPU offload or attention slicing with little free GPU memory)."""
         classes = self._classes("AutoPipelineForText2Image", "AutoPipelineForImage2Image")
-        pipe, offload = load_pipeline(classes["AutoPipelineForText2Image"], model_id, self.device,
+        pipe, offload, notes = load_pipeline(classes["AutoPipelineForText2Image"], model_id, self.device,
                                       self.settings.vae_model, self._say(model_id), self.settings.zero_gpu,
                                       self.settings.dtype)
         img2img = type(classes["AutoPipelineForImage2Image"].from_pipe(pipe))
+        self._warn(notes)
         log.info("txt2img: loaded %s (%s, offload=%s)", model_id, type(pipe).__name__, offload)
         return LoadedSD(pipe, img2img, model_id, False, offload, scheduler_classes=classes)
 
@@ -479,6 +520,7 @@ class Txt2ImgService(HubFallback, Service):
         """Load the model (as the background loader: see :class:`HubFallback`) and run two tiny steps
         (first-call set-up) so no visitor waits for it. On ZeroGPU the main process has no GPU: load only."""
         if not self.available():
+            self._loaded.set()                        # nothing to load: the tab says "not trained yet"
             return
         try:
             self.load_in_background(self.model)

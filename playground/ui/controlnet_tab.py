@@ -10,7 +10,7 @@ import gradio as gr
 from ..core.images import read_params
 from ..latent.controlnet import DEFAULT_GUIDANCE, ControlNetService
 from .common import md, model_note, show, user_errors
-from .gpu import gpu, seconds
+from .gpu import check_budget, gpu, seconds
 from .inpaint_tab import EXAMPLE_SEEDS, example_scene
 from .txt2img_tab import clock, display_scale, notices_text, result_image, sampling_controls, upload_image
 
@@ -91,7 +91,7 @@ def build(service: ControlNetService, sources: dict[str, gr.State]) -> None:
         return show(r["edges"], display_scale(r["size"]), kind="canny", low=low, high=high)
 
     @gpu(lambda image, prompt, negative_prompt, low, high, conditioning_scale, steps, *rest:
-         seconds(settings, steps, runs=2))
+         seconds(settings, steps, runs=2, family=service.txt2img.served_family()))
     @user_errors
     def controlnet_gpu(image: str | None, prompt: str, negative_prompt: str, low: float, high: float,
                        conditioning_scale: float, steps: float, guidance_scale: float, seed: float, scheduler: str,
@@ -116,6 +116,7 @@ def build(service: ControlNetService, sources: dict[str, gr.State]) -> None:
                        guess_mode: bool = False, control_start: float = 0.0, control_end: float = 1.0):
         """Generate with the picture's Canny edges as control; the same seed without control beside it."""
         service.require_ready()
+        check_budget(settings, steps, runs=2, family=service.txt2img.served_family())
         return controlnet_gpu(image, prompt, negative_prompt, low, high, conditioning_scale, steps, guidance_scale,
                               seed, scheduler, guess_mode, control_start, control_end)
 

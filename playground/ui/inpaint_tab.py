@@ -12,7 +12,7 @@ from ..core.images import read_params, upscale
 from ..data import scenes
 from ..latent.inpaint import MAX_BLUR, MAX_DILATE, MAX_PADDING, METHOD_BLEND, METHOD_NINE, METHODS, InpaintService
 from .common import md, model_note, show, user_errors
-from .gpu import gpu, seconds
+from .gpu import check_budget, gpu, seconds
 from .txt2img_tab import clock, display_scale, notices_text, result_image, sampling_controls, upload_image
 
 EDITOR_SCALE = 4             # a 64-px picture is edited at 256 px: room to aim the brush
@@ -108,7 +108,8 @@ def build(service: InpaintService, last: gr.State | None) -> gr.State | None:
     gr.Examples([[editor_value(example_scene(s))] for s in EXAMPLE_SEEDS], [editor],
                 label="Starting pictures (held-out scenes)")
 
-    @gpu(lambda editor, prompt, negative_prompt, mask_blur, padding, strength, steps, *rest: seconds(settings, steps))
+    @gpu(lambda editor, prompt, negative_prompt, mask_blur, padding, strength, steps, *rest:
+         seconds(settings, steps, family=service.txt2img.served_family()))
     @user_errors
     def inpaint_gpu(editor: Any, prompt: str, negative_prompt: str, mask_blur: float, padding: float,
                     strength: float, steps: float, guidance_scale: float, seed: float, method: str,
@@ -130,7 +131,8 @@ def build(service: InpaintService, last: gr.State | None) -> gr.State | None:
                     strength: float, steps: float, guidance_scale: float, seed: float, method: str,
                     scheduler: str = "DPM++ 2M", mask: str | None = None, dilate: float = 0):
         """Inpaint the brushed (or uploaded) mask: the mask as used, the masked input, the result."""
-        service.require_ready(method)
+        service.require_ready()
+        check_budget(settings, steps, family=service.txt2img.served_family())
         return inpaint_gpu(editor, prompt, negative_prompt, mask_blur, padding, strength, steps, guidance_scale,
                            seed, method, scheduler, mask, dilate)
 

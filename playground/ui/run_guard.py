@@ -49,6 +49,7 @@ class RunGuard:
         self.heartbeat = 0.0
         self.stop_requested = False
         self.flag: StopFlag | None = None       # the current run's stop file
+        self._flags: dict[int, StopFlag] = {}   # every run's, until it ends (a stale run may outlive its turn)
 
     def begin(self) -> int:
         with self._lock:
@@ -58,7 +59,7 @@ class RunGuard:
             self.active, self.stop_requested, self.heartbeat = True, False, time.monotonic()
             if self.flag is not None:
                 self.flag.set()                  # a stale run still going somewhere: stop it
-            self.flag = StopFlag()
+            self.flag = self._flags[self.run_id] = StopFlag()
             return self.run_id
 
     def should_stop(self, run_id: int) -> bool:
@@ -81,11 +82,12 @@ class RunGuard:
 
     def end(self, run_id: int) -> None:
         with self._lock:
+            flag = self._flags.pop(run_id, None)
+            if flag is not None:
+                flag.clear()
             if run_id == self.run_id:
                 self.active = False
-                if self.flag is not None:
-                    self.flag.clear()
-                    self.flag = None
+                self.flag = None
 
     def stop(self) -> bool:
         with self._lock:

@@ -15,10 +15,11 @@ from ..core.validation import check_image
 from ..latent.service import (CFG_SCALES, DEFAULT_SCHEDULER, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, SCHEDULERS,
                               Txt2ImgService)
 from .common import log, md, model_note, show, user_errors
-from .gpu import gpu, seconds
+from .gpu import check_budget, gpu, seconds
 from .run_guard import RunGuard, wire_stop
 
 FRAME_SECONDS = 0.1          # at most ten preview frames a second reach the browser
+HEARTBEAT_SECONDS = 2.0      # without previews (offloaded models), a status line this often keeps the run alive
 EXAMPLES = [
     ["a large red circle", ""],
     ["a small blue square in the top left", ""],
@@ -253,7 +254,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
     # The functions under @gpu run the networks (in a ZeroGPU worker process on ZeroGPU: ui/gpu.py); the
     # handlers around them answer "Loading …" without asking for a GPU and keep the session's run guard.
     @gpu(lambda prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n, stop:
-         seconds(settings, steps, n))
+         seconds(settings, steps, n, family=service.served_family()))
     @user_errors
     def txt2img_frames(prompt: str, negative_prompt: str, steps: float, guidance_scale: float, seed: float,
                        scheduler: str, n: float, stop: Any):
@@ -266,12 +267,16 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
                 notes = notices_text(item["notices"])
                 if item["kind"] == "step":
                     now = time.perf_counter()
-                    if item["preview"] is None or (now - last_frame < FRAME_SECONDS and item["step"] < item["total"]):
+                    last_step = item["step"] == item["total"]
+                    if item["preview"] is None and now - last_frame < HEARTBEAT_SECONDS and not last_step:
+                        continue                    # no picture: a status line now and then (the run's heartbeat)
+                    if item["preview"] is not None and now - last_frame < FRAME_SECONDS and not last_step:
                         continue
                     last_frame = now
                     text = (f"step {item['step']} / {item['total']} · t = {int(item['t'])} · elapsed "
                             f"{clock(item['elapsed'])} · ETA {clock(item['eta_s'])}{notes}")
-                    frame = show(item["preview"], scale, kind="preview", step=item["step"], prompt=prompt)
+                    frame = (show(item["preview"], scale, kind="preview", step=item["step"], prompt=prompt)
+                             if item["preview"] is not None else gr.update())
                     yield text, frame, gr.update(), gr.update()
                 elif item["kind"] == "done":
                     text = (f"**Done**: {item['steps']} steps of {item['scheduler']}, {len(item['images'])} image(s) "
@@ -288,6 +293,7 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
                     scheduler: str, n: float, g: RunGuard | None = None):
         """Stream text to image: status, the live x̂₀ preview, then the gallery of results."""
         service.require_ready()
+        check_budget(settings, steps, n, family=service.served_family())
         g = g if isinstance(g, RunGuard) else RunGuard()
         with g.run() as should_stop:
             frames = txt2img_frames(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n, g.flag)
@@ -312,7 +318,8 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         keys = ("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "scheduler")
         return [gr.update(value=params[k]) if k in params else gr.update() for k in keys] + [gr.update(value=1)]
 
-    @gpu(lambda prompt, negative_prompt, steps, seed, scheduler: seconds(settings, steps, runs=len(CFG_SCALES)))
+    @gpu(lambda prompt, negative_prompt, steps, seed, scheduler:
+         seconds(settings, steps, runs=len(CFG_SCALES), family=service.served_family()))
     @user_errors
     def cfg_sweep_gpu(prompt: str, negative_prompt: str, steps: float, seed: float, scheduler: str):
         r = service.cfg_sweep(prompt, negative_prompt, steps, seed, scheduler)
@@ -323,9 +330,11 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
     def cfg_sweep(prompt: str, negative_prompt: str, steps: float, seed: float, scheduler: str):
         """The same seed at guidance scales 1, 2, 4, 7.5, 12, side by side."""
         service.require_ready()
+        check_budget(settings, steps, runs=len(CFG_SCALES), family=service.served_family())
         return cfg_sweep_gpu(prompt, negative_prompt, steps, seed, scheduler)
 
-    @gpu(lambda prompt, negative_prompt, steps, seed, step_index, guidance_scale: seconds(settings, steps))
+    @gpu(lambda prompt, negative_prompt, steps, seed, step_index, guidance_scale:
+         seconds(settings, steps, family=service.served_family()))
     @user_errors
     def cfg_step_gpu(prompt: str, negative_prompt: str, steps: float, seed: float, step_index: float,
                      guidance_scale: float):
@@ -374,6 +383,7 @@ def build_img2img(service: Txt2ImgService, built: tuple[gr.State, dict[str, Any]
         return
     last, _ = built
     settings = service.settings
+    model_note(service, "img2img-model-note")
     with gr.Row():
         with gr.Column(scale=2):
             image = upload_image(service.limits, height=220, label="Your picture (any size; used at the model's size)",
@@ -392,7 +402,7 @@ def build_img2img(service: Txt2ImgService, built: tuple[gr.State, dict[str, Any]
                 result = result_image("Result", "img2img-result")
             md(EQ_IMG2IMG, elem_classes="equation")
 
-    @gpu(lambda image, prompt, strength, steps, *rest: seconds(settings, steps))
+    @gpu(lambda image, prompt, strength, steps, *rest: seconds(settings, steps, family=service.served_family()))
     @user_errors
     def img2img_gpu(image: str | None, prompt: str, strength: float, steps: float, guidance_scale: float,
                     seed: float, scheduler: str, negative_prompt: str = ""):

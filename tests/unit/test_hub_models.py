@@ -30,7 +30,7 @@ from playground.latent.service import Txt2ImgService
 def families(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("hub")
-    return {f: build_family(root, f) for f in ("sd15", "sdxl")}
+    return {f: build_family(root, f) for f in ("sd15", "sd21", "sdxl")}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_models_load_in_the_background_and_the_tab_answers_loading_meanwhile(ckp
     loader.start()
     for name, call in (("txt2img", lambda: t.generate("a red circle", steps=2)),
                        ("cfg", lambda: t.cfg_step_view("a red circle", steps=2, step_index=0)),
-                       ("ready", t.require_ready), ("blend", lambda: inpaint.require_ready(METHOD_BLEND)),
+                       ("ready", t.require_ready), ("inpaint", inpaint.require_ready),
                        ("controlnet", cn.require_ready), ("canny", lambda: cn.canny(scene(64)))):
         with pytest.raises(UserInputError, match=r"^Loading `.*txt2img`") as err:
             call()
@@ -118,16 +118,18 @@ def test_models_load_in_the_background_and_the_tab_answers_loading_meanwhile(ckp
     out = t.generate("a red circle", steps=2)
     assert out["model"] == seen[0] and out["images"][0].size == (128, 128)
     with pytest.raises(UserInputError, match=r"^Loading `.*inpaint`"):   # its own model loads in its own warm-up
-        inpaint.require_ready(METHOD_NINE)
+        inpaint.require_ready()
+    with pytest.raises(UserInputError, match=r"^Loading `.*controlnet`"):
+        cn.require_ready()
     inpaint.warmup()
     cn.warmup()
-    inpaint.require_ready(METHOD_NINE)
+    inpaint.require_ready()
     cn.require_ready()
     assert inpaint.header_note() == "" and cn.header_note() == ""
 
 
 # ---- the one-step CFG view ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+@pytest.mark.parametrize("family", ["sd15", "sd21", "sdxl"])
 @pytest.mark.parametrize("negative", ["", "blurry"])
 def test_the_step_view_is_each_familys_own_pipeline_computation(ckpt, families, family, negative):
     """Written out, the guided loop (with SDXL's pooled embedding and size conditioning, and its
@@ -213,6 +215,17 @@ def test_a_controlnet_of_another_family_is_refused_and_the_tab_says_so(ckpt, fam
     assert t.generate("a red circle", steps=2)["model"] == str(families["sdxl"]["txt2img"])   # the rest serves
 
 
+def test_a_vae_of_another_latent_space_is_not_swapped_in_and_the_tab_says_so(ckpt, families):
+    settings = family_settings(ckpt, families["sd15"], vae_model=str(families["sdxl"]["vae"]))
+    t, _, _ = services(settings)
+    out = t.generate("a red circle", steps=2)
+    assert out["model"] == str(families["sd15"]["txt2img"])                 # the model serves, with its own VAE
+    assert t.model().pipe.vae.config.scaling_factor == pytest.approx(0.18215)
+    note = [n for n in out["notices"] if "does not fit" in n]
+    assert note and "0.13025" in note[0] and "its own VAE serves" in note[0]
+    assert note[0] in t.header_note()
+
+
 # ---- float16 -------------------------------------------------------------------------------------------------------
 def test_the_sd15_set_runs_in_float16_on_the_cpu_without_nan(ckpt, families):
     t, inpaint, _ = services(family_settings(ckpt, families["sd15"], dtype="float16"))
@@ -255,18 +268,89 @@ def test_sdxl_vae_with_force_upcast_decodes_in_float32_and_runs_are_serialised(c
 
 
 # ---- ZeroGPU ---------------------------------------------------------------------------------------------------
-def test_off_zerogpu_the_decorator_returns_the_function_and_durations_grow_with_the_work(monkeypatch):
-    from playground.ui.gpu import MAX_SECONDS, gpu, seconds
+def test_off_zerogpu_the_decorator_returns_the_function_and_durations_grow_with_the_work():
+    from spaces.config import Config
 
-    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    from playground.ui.gpu import MAX_SECONDS, check_budget, gpu, seconds
+
+    assert not Config.zero_gpu                       # CI and this machine: not a ZeroGPU Space
 
     def f(x: int) -> int:
         return x
 
     assert gpu(lambda x: 1.0)(f) is f
-    s = Settings(preset="sdxl")
+    s = Settings(preset="sd15")
     assert seconds(s, 10, 1) < seconds(s, 20, 1) < seconds(s, 20, 2) <= MAX_SECONDS
+    assert seconds(s, 20, 2) < seconds(s, 20, 2, family="sdxl")     # an SDXL model costs more per step
     assert seconds(s, "junk", None) == seconds(s, 1, 1)
+    check_budget(s, 100, 8, family="sdxl")           # not on ZeroGPU: nothing to refuse
+    with pytest.raises(UserInputError, match="fewer steps or fewer images"):
+        check_budget(Settings(preset="sd15", zero_gpu=True), 100, 8, family="sdxl")
+    check_budget(Settings(preset="sd15", zero_gpu=True), 25, 4)
+
+
+ZERO_GPU_SCRIPT = """
+import json, sys, threading
+from pathlib import Path
+import spaces                                   # first, as app.py does: it patches torch's CUDA entry points
+from playground.core.registry import ModelRegistry
+from playground.core.settings import Settings
+from playground.latent.service import Txt2ImgService
+from playground.ui.gpu import thread_init
+from playground.vae.service import VAEService
+
+settings = Settings(checkpoints_dir=Path(sys.argv[1]), txt2img_model=sys.argv[2], zero_gpu=True)
+out = {}
+for name, init in (("with_thread_init", thread_init), ("without", lambda: None)):
+    t = Txt2ImgService(settings, registry=ModelRegistry())
+    t.defer_hub_loading()
+    def load():
+        init()
+        t.warmup()
+    th = threading.Thread(target=load)
+    th.start()
+    th.join()
+    m = t.model()
+    out[name] = {"note": t.model_note, "builtin": m.builtin, "device": str(m.pipe.unet.device)}
+out["vae_device"] = VAEService(settings, registry=ModelRegistry()).device.type
+print(json.dumps(out))
+"""
+
+
+def test_under_zerogpu_the_configured_model_loads_to_the_gpu_in_a_background_thread(ckpt, families, tmp_path):
+    """``spaces``' CUDA emulation (SPACES_ZERO_GPU set; no GPU here, none needed) is per thread: the app's
+    loading threads enter it first (``gpu.thread_init``), and without that the load fails — shown too."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from playground.core.settings import REPO_ROOT
+
+    env = dict(os.environ, SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL="http://127.0.0.1:9",
+               PYTHONPATH=str(REPO_ROOT))
+    run = subprocess.run([sys.executable, "-c", ZERO_GPU_SCRIPT, str(ckpt), str(families["sd15"]["txt2img"])],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["with_thread_init"] == {"note": "", "builtin": False, "device": "cuda:0"}
+    assert out["without"]["builtin"] and "CUDA" in out["without"]["note"]
+    assert out["vae_device"] == "cpu"                # the digit models stay on the CPU
+
+
+def test_on_zerogpu_even_a_builtin_model_must_be_loaded_before_a_gpu_call(ckpt):
+    """A ZeroGPU worker is a fork: whatever it would load itself (with the load lock maybe held by a loading
+    thread at fork time) must be in memory first, so until the warm-up has loaded it the tab says so."""
+    t = Txt2ImgService(Settings(checkpoints_dir=ckpt, zero_gpu=True), registry=ModelRegistry())
+    t.defer_hub_loading()
+    with pytest.raises(UserInputError, match="^Loading this tab's models"):
+        t.require_ready()
+    t.warmup()                                        # on ZeroGPU: loads, runs nothing
+    t.require_ready()
+    assert f"txt2img/{ckpt / 'tiny_sd'}" in t.registry
+    elsewhere = Txt2ImgService(Settings(checkpoints_dir=ckpt), registry=ModelRegistry())
+    elsewhere.defer_hub_loading()
+    elsewhere.require_ready()                         # the CPU app: a first request just waits for the load
 
 
 def test_the_digit_models_stay_on_the_cpu_on_zerogpu():
