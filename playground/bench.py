@@ -11,21 +11,10 @@
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from typing import Any
 
-
-
-def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
-
-
-def summary(xs_s: list[float]) -> dict[str, float]:
-    ms = [x * 1000 for x in xs_s]
-    return {"p50_ms": round(statistics.median(ms), 3), "p90_ms": round(_pct(ms, 0.9), 3),
-            "mean_ms": round(statistics.fmean(ms), 3), "n": len(ms)}
+from .core.timing import summary
 
 
 def in_process(repeats: int = 300) -> dict[str, Any]:

@@ -218,13 +218,8 @@ class ControlNetService(HubFallback, Service):
                     f"`{BUILTIN}` serves this tab.")
         return ""
 
-    def header_note(self) -> str:
-        """What is loading (the base model too), why a configured model is not served, or which built-in model
-        serves because none is configured; "" when the configured pair serves."""
-        notes = [self.txt2img.header_note() if self.settings.controlnet_model else "", super().header_note()]
-        if self.config_note():
-            notes.append(f"> ⚠ {self.config_note()}")
-        return "\n\n".join(dict.fromkeys(n for n in notes if n))
+    def depends_on(self) -> list[HubFallback]:
+        return [self.txt2img] if self.settings.controlnet_model else []   # a configured ControlNet's base
 
     # ---- models ----------------------------------------------------------------------------------
     @property

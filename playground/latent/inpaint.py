@@ -318,13 +318,8 @@ class InpaintService(HubFallback, Service):
     def _fallback_text(self) -> str:
         return f"the built-in 64 px inpainting model `{NAME}`"
 
-    def header_note(self) -> str:
-        """As :meth:`HubFallback.header_note`, plus what the blending method's base model is doing and which
-        built-in model serves when only the text-to-image model is configured."""
-        notes = [n for n in (super().header_note(), self.txt2img.header_note()) if n]
-        if self.config_note():
-            notes.append(f"> ⚠ {self.config_note()}")
-        return "\n\n".join(dict.fromkeys(notes))
+    def depends_on(self) -> list[HubFallback]:
+        return [self.txt2img]                     # the blending method's model
 
     def require_ready(self) -> None:
         """The "Loading …" message while this tab's models — its own and the text-to-image model the blending

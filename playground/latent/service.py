@@ -359,11 +359,23 @@ class HubFallback:
             raise UserInputError("Loading this tab's models. It answers as soon as they are ready; the other tabs "
                                  "work meanwhile.")
 
+    def depends_on(self) -> list["HubFallback"]:
+        """The services whose models this tab also uses (override): their notes are this tab's too."""
+        return []
+
+    def config_note(self) -> str:
+        """Which built-in model serves this tab because the settings configure only others (override)."""
+        return ""
+
     def header_note(self) -> str:
-        """The tab header's note: what is loading, or why a configured model is not served (else "")."""
-        if self.loading():
-            return f"> ⏳ {self.loading_message()}"
-        return f"> ⚠ {self.model_note}" if self.model_note else ""
+        """The tab header's note: what is loading, why a configured model is not served, which built-in model
+        serves (also for the services it depends on); "" when the configured models serve."""
+        own = (f"> ⏳ {self.loading_message()}" if self.loading() else
+               f"> ⚠ {self.model_note}" if self.model_note else "")
+        notes = [s.header_note() for s in self.depends_on()] + [own]
+        if self.config_note():
+            notes.append(f"> ⚠ {self.config_note()}")
+        return "\n\n".join(dict.fromkeys(n for n in notes if n))
 
     def _fail_hub(self, note: str, log_line: str) -> None:
         with self._note_lock:

@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..bench import summary
+from ..core.timing import summary
 from ..core.settings import REPO_ROOT
 from .bench_served import _free_port, _peak_rss_mb, _start
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..bench import summary
+from ..core.timing import summary
 from .gan_tab import LIVE_TICK
 from ..core.settings import REPO_ROOT
 
