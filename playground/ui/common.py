@@ -80,13 +80,13 @@ def model_note(service: Any, elem_id: str, also: list[tuple[Any, Callable[[], An
     while something loads, every two seconds (a timer that switches itself off). ``also``: more
     (component, value function) pairs refreshed with it (e.g. the pipeline diagram once the model is in)."""
     note = md(service.header_note, elem_id=elem_id)
-    if not service.hub_models() and not getattr(service.settings, "txt2img_model", ""):
+    if not any(s.hub_models() for s in (service, *service.depends_on())):
         return note                                # nothing configured: nothing loads in the background
     timer = gr.Timer(NOTE_REFRESH_SECONDS, active=True)
     comps = [c for c, _ in also]
 
     def refresh():
-        busy = bool(service.loading()) or bool(getattr(getattr(service, "txt2img", None), "loading", list)())
+        busy = any(s.loading() for s in (service, *service.depends_on()))
         return (service.header_note(), *(fn() for _, fn in also), gr.Timer(active=busy))
 
     timer.tick(refresh, None, [note, *comps, timer], api_visibility="private", show_progress="hidden",

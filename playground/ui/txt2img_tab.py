@@ -263,30 +263,30 @@ def build(service: Txt2ImgService) -> tuple[gr.State, dict[str, Any]] | None:
         last_frame = 0.0
         for item in service.txt2img(prompt, negative_prompt, steps, guidance_scale, seed, scheduler, n,
                                     should_stop=stop, preview_seconds=preview_seconds):
-                scale = display_scale(item["size"])
-                notes = notices_text(item["notices"])
-                if item["kind"] == "step":
-                    now = time.perf_counter()
-                    last_step = item["step"] == item["total"]
-                    if item["preview"] is None and now - last_frame < HEARTBEAT_SECONDS and not last_step:
-                        continue                    # no picture: a status line now and then (the run's heartbeat)
-                    if item["preview"] is not None and now - last_frame < FRAME_SECONDS and not last_step:
-                        continue
-                    last_frame = now
-                    text = (f"step {item['step']} / {item['total']} · t = {int(item['t'])} · elapsed "
-                            f"{clock(item['elapsed'])} · ETA {clock(item['eta_s'])}{notes}")
-                    frame = (show(item["preview"], scale, kind="preview", step=item["step"], prompt=prompt)
-                             if item["preview"] is not None else gr.update())
-                    yield text, frame, gr.update(), gr.update()
-                elif item["kind"] == "done":
-                    text = (f"**Done**: {item['steps']} steps of {item['scheduler']}, {len(item['images'])} image(s) "
-                            f"in {clock(item['seconds'])} (x̂₀ previews: {clock(item['preview_decode_seconds'])})"
-                            f"{notes}")
-                    caps = [f"seed {seed + i:g}" for i in range(len(item["images"]))]
-                    yield text, gr.update(), _gallery(item["images"], caps), item["images"][0]
-                else:
-                    text = f"**Stopped** after step {item['step']} / {item['total']}: showing its x̂₀.{notes}"
-                    yield text, gr.update(), _gallery(item["images"]), gr.update()
+            scale = display_scale(item["size"])
+            notes = notices_text(item["notices"])
+            if item["kind"] == "step":
+                now = time.perf_counter()
+                last_step = item["step"] == item["total"]
+                if item["preview"] is None and now - last_frame < HEARTBEAT_SECONDS and not last_step:
+                    continue                    # no picture: a status line now and then (the run's heartbeat)
+                if item["preview"] is not None and now - last_frame < FRAME_SECONDS and not last_step:
+                    continue
+                last_frame = now
+                text = (f"step {item['step']} / {item['total']} · t = {int(item['t'])} · elapsed "
+                        f"{clock(item['elapsed'])} · ETA {clock(item['eta_s'])}{notes}")
+                frame = (show(item["preview"], scale, kind="preview", step=item["step"], prompt=prompt)
+                         if item["preview"] is not None else gr.update())
+                yield text, frame, gr.update(), gr.update()
+            elif item["kind"] == "done":
+                text = (f"**Done**: {item['steps']} steps of {item['scheduler']}, {len(item['images'])} image(s) "
+                        f"in {clock(item['seconds'])} (x̂₀ previews: {clock(item['preview_decode_seconds'])})"
+                        f"{notes}")
+                caps = [f"seed {seed + i:g}" for i in range(len(item["images"]))]
+                yield text, gr.update(), _gallery(item["images"], caps), item["images"][0]
+            else:
+                text = f"**Stopped** after step {item['step']} / {item['total']}: showing its x̂₀.{notes}"
+                yield text, gr.update(), _gallery(item["images"]), gr.update()
 
     @user_errors
     def txt2img_api(prompt: str, negative_prompt: str, steps: float, guidance_scale: float, seed: float,
