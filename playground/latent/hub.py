@@ -56,6 +56,8 @@ def fetch(model_id: str, dtype: torch.dtype, progress: Progress | None = None) -
     want = "fp16" if dtype == torch.float16 else None
     say = progress or (lambda _text: None)
     path = Path(model_id).expanduser()
+    if not path.is_dir() and model_id.startswith(("/", "./", "../", "~")):     # a path, never a Hub id
+        raise FileNotFoundError(f"there is no folder {model_id}")
     if not path.is_dir():
         try:
             from huggingface_hub import HfApi

@@ -150,7 +150,7 @@ def test_a_model_that_cannot_load_is_named_in_every_answer_and_in_the_png(ckpt, 
     out = t.generate("a red circle", steps=2)
     assert out["model"] == "tiny_sd" and read_params(out["images"][0])["model"] == "tiny_sd"
     note = t.model_note
-    assert missing in note and "`tiny_sd` serves instead" in note
+    assert missing in note and "`tiny_sd` serves instead" in note and "there is no folder" in note
     answers = {"txt2img": out["notices"], "sweep": t.cfg_sweep("a red circle", steps=2, scales=[1, 2])["notices"],
                "step": t.cfg_step_view("a red circle", steps=2, step_index=0)["notices"],
                "img2img": t.img2img(scene(64), "a red circle", 0.5, 4)["notices"],
