@@ -87,6 +87,48 @@ def test_fp16_weights_are_taken_where_the_folder_has_them(families, tmp_path):
         fetch(str(tmp_path / "with_fp16"), torch.float32)
 
 
+def test_a_hub_id_is_fetched_file_by_file_with_progress_and_fp16_files_preferred(families, tmp_path, monkeypatch):
+    """The Hub path of :func:`fetch`, against a stand-in Hub (the real one is unreachable here) serving a
+    repository laid out as SD 1.5's: plain and fp16 weights, .bin copies and a root single-file checkpoint."""
+    import shutil
+
+    import huggingface_hub
+
+    repo = tmp_path / "repo"
+    shutil.copytree(families["sd15"]["txt2img"], repo)
+    for weights in list(repo.rglob("*.safetensors")):
+        shutil.copy(weights, weights.with_name(weights.name.replace(".safetensors", ".fp16.safetensors")))
+        weights.with_suffix(".bin").write_bytes(b"pickle")
+    (repo / "v1-5-pruned.ckpt").write_bytes(b"pickle")
+    listing = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
+    cache = tmp_path / "cache" / "snapshot"
+    fetched: list[str] = []
+
+    class FakeApi:
+        def list_repo_files(self, repo_id: str) -> list[str]:
+            assert repo_id == "org/sd15"
+            return listing
+
+    def fake_download(repo_id: str, filename: str) -> str:
+        fetched.append(filename)
+        (cache / filename).parent.mkdir(parents=True, exist_ok=True)
+        return str(shutil.copy(repo / filename, cache / filename))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    said: list[str] = []
+    folder, variant = fetch("org/sd15", torch.float16, said.append)
+    assert folder == str(cache) and variant == "fp16"
+    weights = [f for f in fetched if f.endswith(".safetensors")]
+    assert weights and all(".fp16." in f for f in weights)                  # the fp16 files, only those
+    assert not any(f.endswith((".bin", ".ckpt")) for f in fetched)
+    assert fetched[0] == "model_index.json"                                # read first, for the components
+    total = len(fetched) - 1                                                # then every chosen file, once
+    assert sorted(fetched[1:]) == sorted(set(fetched[1:]))
+    assert said[0] == f"downloading 1 of {total} files" and said[-2] == f"downloading {total} of {total} files"
+    assert said[-1] == f"reading {len(weights)} weight files into memory"
+
+
 # ---- loading in the background ----------------------------------------------------------------------------------
 def test_models_load_in_the_background_and_the_tab_answers_loading_meanwhile(ckpt, families):
     t, inpaint, cn = services(family_settings(ckpt, families["sd15"]))
